@@ -1,0 +1,35 @@
+# `make run`: set up the environment and run the default pipeline (offline) + its report.
+# `make test`: set up the environment and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+# CPU build of PyTorch (a plain `torch` may pull a multi-GB CUDA build). Override for a GPU box,
+# e.g. make TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126' install
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.geovae-installed
+
+.PHONY: install run report test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	@echo "Done: results/metrics.tsv, results/<dataset>/<model>/<seed>/, report in results/report.html"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,22 @@
+"""Rule interpret: latent components -> correlated genes, best markers, GO enrichment, figures."""
+
+import anndata as ad
+
+from geovae.interpretation import interpret_run
+from geovae.runinfo import log_to, run_info, write_json
+
+with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    wc, params, out = snakemake.wildcards, snakemake.params, snakemake.output
+    adata = ad.read_h5ad(snakemake.input.data)
+    embedding = ad.read_h5ad(snakemake.input.embedding)
+    adata.obsm["X_latent"] = embedding[adata.obs_names].obsm["X_latent"]
+    result = interpret_run(adata, latent_key="X_latent", modality=params.modality, gmt=params.gmt or None,
+                           n_top=params.n_top, min_coverage=params.min_coverage)
+    result.components.to_csv(out.components, sep="\t", index=False)
+    result.component_genes.to_csv(out.genes, sep="\t", index=False)
+    result.enrichment.to_csv(out.enrichment, sep="\t", index=False)
+    result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap)
+    write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,
+                                  warnings=result.warnings, n_terms=int(len(result.enrichment))))
+    for message in result.warnings:
+        print("WARNING:", message)

@@ -1,0 +1,1 @@
+"""geovae.data."""

@@ -1,0 +1,88 @@
+"""One call that runs the whole interpret stage: annotation, enrichment, figures, warnings."""
+
+from __future__ import annotations
+
+import warnings as _warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+
+from geovae.interpretation.components import annotate_components, component_names
+from geovae.interpretation.enrichment import GeneSetCoverageWarning, enrich_components
+
+
+@dataclass
+class InterpretationResult:
+    """Tables and warnings of :func:`interpret_run`.
+
+    Attributes
+    ----------
+    components
+        One row per latent component (best markers, tail sizes).
+    component_genes
+        Tidy top genes per component and tail with Pearson and Spearman r.
+    enrichment
+        Tidy GO over-representation table (empty, with a warning, when it does not apply).
+    correlations
+        ``genes x components`` Pearson correlations.
+    warnings
+        Messages a user must see (no gene sets, poor gene-set coverage, ...).
+    """
+
+    components: pd.DataFrame
+    component_genes: pd.DataFrame
+    enrichment: pd.DataFrame
+    correlations: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    def save_figures(self, dotplot: str | Path, heatmap: str | Path, top_n: int = 5) -> None:
+        """Write the enrichment dot plot and the component x top-gene heatmap (PNG)."""
+        from geovae.plotting.enrichment import component_heatmap, enrichment_dotplot
+
+        enrichment = self.enrichment
+        if enrichment.empty and self.warnings:
+            enrichment = enrichment.copy()
+            enrichment.attrs["warning"] = " ".join(self.warnings)
+        enrichment_dotplot(enrichment, top_n=top_n, path=dotplot)
+        component_heatmap(self.correlations, top_n=top_n, path=heatmap)
+
+
+def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str = "rna",
+                  gmt: str | Path | None = None, n_top: int = 50, min_coverage: float = 0.05) -> InterpretationResult:
+    """Annotate every latent component and test its top genes for GO enrichment.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data (normalized expression in ``.X``) with the latent in ``obsm[latent_key]``.
+    latent_key
+        obsm key of the latent means.
+    modality
+        ``"rna"`` or ``"atac"``; peaks are annotated by correlation but not tested against gene sets.
+    gmt
+        Gene-set file for the dataset's species; ``None`` skips enrichment with a warning.
+    n_top
+        Genes per tail (LiVAE section 3.11 style annotation; default 50).
+    min_coverage
+        Minimum fraction of features found in the gene sets before enrichment is attempted.
+    """
+    components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
+    correlations = pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
+                                columns=component_names(adata.obsm[latent_key].shape[1]))
+    messages: list[str] = []
+    enrichment = pd.DataFrame(columns=["component", "tail", "term", "overlap", "p_value", "adj_p_value", "genes"])
+    if modality == "atac":
+        messages.append("features are peaks, not genes: GO enrichment skipped (needs a peak-to-gene annotation)")
+    elif gmt is None:
+        species = adata.uns.get("geovae_dataset", {}).get("species", "unknown")
+        messages.append(f"no gene sets configured for species '{species}' "
+                        "(config interpret.gene_sets or interpret.gmt): GO enrichment skipped")
+    else:
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always", GeneSetCoverageWarning)
+            enrichment = enrich_components(component_genes, gmt, background=list(adata.var_names),
+                                           min_overlap_fraction=min_coverage)
+        messages += [str(w.message) for w in caught if issubclass(w.category, GeneSetCoverageWarning)]
+    return InterpretationResult(components, component_genes, enrichment, correlations, messages)

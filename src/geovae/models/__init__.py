@@ -1,0 +1,31 @@
+"""geovae.models: LiVAE (module, likelihoods, Lorentz geometry) and the model registry."""
+
+from __future__ import annotations
+
+from .livae import LiVAE
+from .livae_module import LiVAEModule
+
+#: Model classes by the names used in the config (``models: [livae]``).
+MODELS: dict[str, type] = {"livae": LiVAE}
+
+
+def get_model(name: str) -> type:
+    """Model class registered under ``name``.
+
+    Parameters
+    ----------
+    name
+        Key of :data:`MODELS` (case-insensitive).
+
+    Raises
+    ------
+    KeyError
+        For an unknown name, listing the known ones.
+    """
+    key = str(name).lower()
+    if key not in MODELS:
+        raise KeyError(f"unknown model {name!r}; available models: {sorted(MODELS)}")
+    return MODELS[key]
+
+
+__all__ = ["LiVAE", "LiVAEModule", "MODELS", "get_model"]

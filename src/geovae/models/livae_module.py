@@ -1,0 +1,227 @@
+"""LiVAE network and loss (paper sections 2.2-2.4, eq. 2).
+
+The module is pure torch: it takes a ready model-input batch ``x`` (normalised,
+optionally z-scored) plus the raw ``counts`` of the same cells and returns named loss
+terms. Data handling lives in :mod:`geovae.training`, the user API in :mod:`geovae.models.livae`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .likelihoods import LIKELIHOODS, log_likelihood
+from .lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance
+
+__all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "LOSS_TERMS"]
+
+GEOMETRIES = ("lorentz", "euclidean")
+#: ``bottleneck``: geometric loss between z and its bottleneck reconstruction l_d (the paper).
+#: ``two_views``: geometric loss between two independent reparameterised samples of z
+#: (a bottleneck-free consistency regulariser for ablations).
+REGULARIZATIONS = ("bottleneck", "two_views")
+#: Keys of the dict returned by :meth:`LiVAEModule.forward`.
+LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
+
+_LOGVAR_RANGE = (-15.0, 15.0)  # keeps exp(logvar) finite early in training
+
+
+def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
+
+
+class LiVAEModule(nn.Module):
+    """Lorentz-regularised VAE with an information-bottleneck path.
+
+    Parameters
+    ----------
+    n_input
+        Number of features (genes or peaks).
+    latent_dim
+        Dimension ``d`` of z (paper: 10).
+    hidden_dim
+        Width of the single hidden layer of encoder and decoder (paper: 128).
+    bottleneck_dim
+        Dimension ``d_bn`` of the compressed code ``l_e`` (paper: 2).
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` or ``"zip"``.
+    use_bottleneck
+        If False there is no bottleneck path: ``recon_bn = 0`` and, with
+        ``regularization="bottleneck"``, ``geo = 0`` (a plain VAE).
+    geometry
+        ``"lorentz"`` (distance on the hyperboloid after :func:`expmap0`) or
+        ``"euclidean"`` (plain Euclidean distance) for the geometric loss.
+    lorentz_weight
+        Weight of the geometric loss (paper: 10).
+    lorentz_squared
+        Average the squared distance (paper eq. 6) when True, the distance itself when
+        False (the authors' code). Applies to either geometry.
+    w_recon, w_bn_recon, beta_kl
+        Weights of the primary reconstruction, bottleneck reconstruction and KL terms.
+    regularization
+        ``"bottleneck"`` or ``"two_views"``, see :data:`REGULARIZATIONS`.
+    max_tangent_norm
+        Norm clamp of :func:`expmap0`.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        latent_dim: int = 10,
+        hidden_dim: int = 128,
+        bottleneck_dim: int = 2,
+        likelihood: str = "nb",
+        use_bottleneck: bool = True,
+        geometry: str = "lorentz",
+        lorentz_weight: float = 10.0,
+        lorentz_squared: bool = True,
+        w_recon: float = 1.0,
+        w_bn_recon: float = 1.0,
+        beta_kl: float = 1.0,
+        regularization: str = "bottleneck",
+        max_tangent_norm: float = DEFAULT_MAX_TANGENT_NORM,
+    ) -> None:
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"geometry={geometry!r} is not one of {GEOMETRIES}")
+        if regularization not in REGULARIZATIONS:
+            raise ValueError(f"regularization={regularization!r} is not one of {REGULARIZATIONS}")
+        for name, value in (("n_input", n_input), ("latent_dim", latent_dim),
+                            ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.n_input = int(n_input)
+        self.latent_dim = int(latent_dim)
+        self.bottleneck_dim = int(bottleneck_dim)
+        self.likelihood = likelihood
+        self.use_bottleneck = bool(use_bottleneck)
+        self.geometry = geometry
+        self.lorentz_weight = float(lorentz_weight)
+        self.lorentz_squared = bool(lorentz_squared)
+        self.w_recon = float(w_recon)
+        self.w_bn_recon = float(w_bn_recon)
+        self.beta_kl = float(beta_kl)
+        self.regularization = regularization
+        self.max_tangent_norm = float(max_tangent_norm)
+
+        # encoder: x -> hidden -> (mu, logvar)
+        self.encoder = _mlp_block(n_input, hidden_dim)
+        self.enc_mu = nn.Linear(hidden_dim, latent_dim)
+        self.enc_logvar = nn.Linear(hidden_dim, latent_dim)
+        # bottleneck path: z -> l_e (compress) -> l_d (expand)
+        if self.use_bottleneck:
+            self.bn_compress = nn.Linear(latent_dim, bottleneck_dim)
+            self.bn_expand = nn.Linear(bottleneck_dim, latent_dim)
+        # shared decoder: latent -> hidden -> softmax over features (rho)
+        self.decoder = _mlp_block(latent_dim, hidden_dim)
+        self.dec_rho = nn.Linear(hidden_dim, n_input)
+        if likelihood in ("zinb", "zip"):
+            self.dec_zi = nn.Linear(hidden_dim, n_input)
+        if likelihood in ("nb", "zinb"):
+            # gene-specific log inverse dispersion; theta = exp(log_theta)
+            self.log_theta = nn.Parameter(torch.zeros(n_input))
+
+    # ----------------------------------------------------------------- pieces
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters ``(mu, logvar)`` of ``q(z | x)``, each ``(n, latent_dim)``."""
+        h = self.encoder(x)
+        logvar = torch.clamp(self.enc_logvar(h), *_LOGVAR_RANGE)
+        return self.enc_mu(h), logvar
+
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Reparameterised sample ``mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``."""
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def bottleneck(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compressed code ``l_e`` (``n x bottleneck_dim``) and its expansion ``l_d`` (``n x latent_dim``)."""
+        if not self.use_bottleneck:
+            raise RuntimeError("this LiVAEModule was built with use_bottleneck=False")
+        l_e = self.bn_compress(z)
+        return l_e, self.bn_expand(l_e)
+
+    def decode(self, z: torch.Tensor, library: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoder outputs for latent codes ``z`` and library sizes ``library`` (``n x 1``).
+
+        Returns
+        -------
+        dict
+            ``rho`` (softmax proportions), ``mu`` (= rho * library), and where the
+            likelihood needs them ``theta`` (per feature) and ``zi_logits``. Always float32.
+        """
+        h = self.decoder(z)
+        rho = torch.softmax(self.dec_rho(h).float(), dim=-1)
+        out = {"rho": rho, "mu": rho * library.float()}
+        if self.likelihood in ("nb", "zinb"):
+            out["theta"] = torch.exp(self.log_theta.float())
+        if self.likelihood in ("zinb", "zip"):
+            out["zi_logits"] = self.dec_zi(h).float()
+        return out
+
+    def _neg_log_lik(self, counts: torch.Tensor, px: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        ll = log_likelihood(self.likelihood, counts.float(), px["mu"], px.get("theta"), px.get("zi_logits"))
+        return -ll.sum(dim=-1).mean()
+
+    def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.float(), b.float()
+        if self.geometry == "lorentz":
+            dist = lorentz_distance(expmap0(a, self.max_tangent_norm), expmap0(b, self.max_tangent_norm))
+            return (dist**2).mean() if self.lorentz_squared else dist.mean()
+        sq = ((a - b) ** 2).sum(dim=-1)
+        return sq.mean() if self.lorentz_squared else torch.sqrt(sq + 1e-12).mean()
+
+    # ------------------------------------------------------------------- loss
+    def forward(
+        self, x: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms for one minibatch (paper eq. 2).
+
+        Parameters
+        ----------
+        x
+            Model input ``(n, n_input)``.
+        counts
+            Raw counts ``(n, n_input)`` that the likelihood scores.
+        library
+            Library sizes ``(n, 1)``; row sums of ``counts`` when None.
+
+        Returns
+        -------
+        dict
+            Scalars ``recon`` (NLL of the primary path, summed over features, mean over
+            cells), ``recon_bn`` (same for the bottleneck path), ``kl`` (summed over latent
+            dimensions, mean over cells), ``geo`` (unweighted geometric loss) and
+            ``total = w_recon*recon + w_bn_recon*recon_bn + beta_kl*kl + lorentz_weight*geo``.
+        """
+        if library is None:
+            library = counts.sum(dim=-1, keepdim=True)
+        mu, logvar = self.encode(x)
+        z = self.sample(mu, logvar)
+        zero = torch.zeros((), device=x.device, dtype=torch.float32)
+
+        recon = self._neg_log_lik(counts, self.decode(z, library))
+        kl = (0.5 * (mu.float() ** 2 + torch.exp(logvar.float()) - logvar.float() - 1.0)).sum(dim=-1).mean()
+
+        recon_bn, geo = zero, zero
+        if self.use_bottleneck:
+            _, l_d = self.bottleneck(z)
+            recon_bn = self._neg_log_lik(counts, self.decode(l_d, library))
+            if self.regularization == "bottleneck":
+                geo = self._geo(z, l_d)
+        if self.regularization == "two_views":
+            geo = self._geo(z, self.sample(mu, logvar))
+
+        total = self.w_recon * recon + self.beta_kl * kl
+        if self.use_bottleneck:
+            total = total + self.w_bn_recon * recon_bn
+        if self.lorentz_weight != 0.0:
+            total = total + self.lorentz_weight * geo
+        return {"recon": recon, "recon_bn": recon_bn, "kl": kl, "geo": geo, "total": total}
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``."""
+        return self(batch["x"], batch["counts"], batch.get("library"))

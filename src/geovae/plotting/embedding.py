@@ -1,0 +1,66 @@
+"""Scatter plots of 2-D embeddings coloured by categorical or continuous obs values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _scatter(ax: plt.Axes, xy: np.ndarray, values: pd.Series | np.ndarray | None, title: str) -> None:
+    size = max(2.0, 30000.0 / max(len(xy), 1) ** 1.2)
+    if values is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, c="0.3", linewidths=0)
+    elif isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values):
+        cats = values.astype("category")
+        cmap = plt.get_cmap("tab20" if len(cats.cat.categories) > 10 else "tab10")
+        for i, cat in enumerate(cats.cat.categories):
+            mask = (cats == cat).to_numpy()
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=cmap(i % cmap.N), label=str(cat), linewidths=0)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2, frameon=False)
+    else:
+        points = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=np.asarray(values, dtype=float), cmap="viridis",
+                            linewidths=0)
+        plt.colorbar(points, ax=ax, fraction=0.046, pad=0.02)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def embedding_scatter(xy: np.ndarray, obs: pd.DataFrame, color: Sequence[str | None], basis: str,
+                      path: str | Path | None = None, title: str = "") -> plt.Figure:
+    """Draw one panel per entry of ``color`` (obs column or ``None`` for uncoloured).
+
+    Parameters
+    ----------
+    xy
+        ``n x 2`` coordinates.
+    obs
+        Cell metadata aligned with ``xy``.
+    color
+        obs columns to colour by; ``None`` draws grey points.
+    basis
+        Axis label prefix, e.g. ``"UMAP"`` or ``"t-SNE"``.
+    path
+        When given, the figure is saved there (PNG, 150 dpi) and closed.
+    title
+        Figure title prefix.
+    """
+    color = list(color) or [None]
+    fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], color):
+        values = obs[key] if key is not None else None
+        _scatter(ax, np.asarray(xy), values, f"{title} {basis} - {key or 'cells'}".strip())
+        ax.set_xlabel(f"{basis} 1")
+        ax.set_ylabel(f"{basis} 2")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        plt.close(fig)
+    return fig

@@ -1,0 +1,133 @@
+"""Figures for latent-component annotation: GO enrichment dot plot and gene heatmap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+_TAIL_MARK = {"positive": "+", "negative": "-"}
+
+
+def _shorten(text: str, width: int = 55) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _finish(ax: plt.Axes, path: str | Path | None) -> plt.Axes:
+    if path is not None:
+        fig = ax.figure
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        plt.close(fig)
+    return ax
+
+
+def enrichment_dotplot(enrich_df: pd.DataFrame, top_n: int = 5, ax: plt.Axes | None = None,
+                       path: str | Path | None = None) -> plt.Axes:
+    """Dot plot of the top enriched terms per component and tail.
+
+    Parameters
+    ----------
+    enrich_df
+        Output of :func:`geovae.interpretation.enrich_components`.
+    top_n
+        Terms kept per (component, tail), smallest adjusted p-value first.
+    ax
+        Axes to draw on; a new figure is created when ``None``.
+    path
+        When given, the figure is saved there (150 dpi) and closed.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        x: ``component`` + tail sign (``Z1+``/``Z1-``), y: term, dot size: overlap,
+        colour: ``-log10(adj_p_value)``. An empty table gives an axes with a note.
+    """
+    if enrich_df is None or len(enrich_df) == 0:
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 2))
+        note = (enrich_df.attrs.get("warning") if enrich_df is not None else None) or "no enriched terms"
+        ax.text(0.5, 0.5, _shorten(str(note), 90), ha="center", va="center", fontsize=8, wrap=True)
+        ax.set_axis_off()
+        return _finish(ax, path)
+
+    df = enrich_df.copy()
+    df["column"] = df["component"].astype(str) + df["tail"].map(_TAIL_MARK).fillna("?")
+    columns = list(dict.fromkeys(df["column"]))  # enrich_components sorts by component then tail
+    top = (df.sort_values(["adj_p_value", "p_value"], kind="stable")
+             .groupby("column", sort=False).head(top_n))
+    terms = list(dict.fromkeys(top.sort_values(["column"], key=lambda c: c.map(columns.index), kind="stable")
+                               ["term"]))
+    show = df[df["term"].isin(terms)]
+    x = show["column"].map(columns.index).to_numpy()
+    y = show["term"].map(terms.index).to_numpy()
+    score = -np.log10(np.clip(show["adj_p_value"].to_numpy(dtype=float), 1e-300, 1.0))
+    size = 20 + 25 * show["overlap"].to_numpy(dtype=float)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.5 + 0.45 * len(columns), 1.2 + 0.28 * len(terms)))
+    points = ax.scatter(x, y, s=size, c=score, cmap="viridis", vmin=0, edgecolors="0.2", linewidths=0.4)
+    ax.figure.colorbar(points, ax=ax, fraction=0.04, pad=0.02, label="-log10 adj. p")
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(terms)), [_shorten(t) for t in terms], fontsize=7)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    ax.set_ylim(len(terms) - 0.5, -0.5)
+    ax.grid(True, color="0.92", linewidth=0.5)
+    ax.set_axisbelow(True)
+    for overlap in sorted({int(v) for v in np.quantile(show["overlap"], [0.0, 0.5, 1.0])}):
+        ax.scatter([], [], s=20 + 25 * overlap, c="0.6", label=str(overlap))
+    ax.legend(title="overlap", loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7, title_fontsize=7,
+              frameon=False)
+    ax.set_title("GO BP over-representation per component", fontsize=9)
+    return _finish(ax, path)
+
+
+def component_heatmap(corr_table: pd.DataFrame, top_n: int = 5, ax: plt.Axes | None = None,
+                      include_negative: bool = False, path: str | Path | None = None) -> plt.Axes:
+    """Heatmap of gene-component correlations for each component's top genes.
+
+    Parameters
+    ----------
+    corr_table
+        ``genes x components`` correlations, e.g.
+        ``pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
+        columns=component_names(d))``.
+    top_n
+        Most positively correlated genes taken per component (their union is shown).
+    ax
+        Axes to draw on; a new figure is created when ``None``.
+    include_negative
+        Also take the ``top_n`` most negatively correlated genes per component.
+    path
+        When given, the figure is saved there (150 dpi) and closed.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Rows: genes (grouped by the component that selected them), columns: components,
+        diverging colour scale fixed to [-1, 1].
+    """
+    if corr_table.shape[1] == 0 or corr_table.shape[0] == 0:
+        raise ValueError("corr_table is empty; expected genes x components correlations")
+    values = corr_table.astype(float)
+    genes: list[str] = []
+    for comp in values.columns:
+        col = values[comp].dropna()
+        genes.extend(col[col > 0].nlargest(top_n).index)
+        if include_negative:
+            genes.extend(col[col < 0].nsmallest(top_n).index)
+    genes = list(dict.fromkeys(genes))
+    mat = values.loc[genes].to_numpy()
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.0 + 0.4 * values.shape[1], 1.0 + 0.18 * max(len(genes), 1)))
+    image = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="correlation")
+    ax.set_xticks(range(values.shape[1]), [str(c) for c in values.columns], rotation=90, fontsize=8)
+    ax.set_yticks(range(len(genes)), [_shorten(str(g), 30) for g in genes], fontsize=6)
+    ax.set_title("Top genes per latent component", fontsize=9)
+    return _finish(ax, path)

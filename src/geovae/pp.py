@@ -1,0 +1,14 @@
+"""Preprocessing verbs, scanpy style (see :mod:`geovae.preprocessing`)."""
+
+from geovae.preprocessing import (  # noqa: F401
+    hvg,
+    hvp,
+    preprocess,
+    preprocess_atac,
+    preprocess_rna,
+    qc_atac,
+    qc_rna,
+    tfidf,
+)
+
+__all__ = ["qc_rna", "hvg", "qc_atac", "tfidf", "hvp", "preprocess_rna", "preprocess_atac", "preprocess"]

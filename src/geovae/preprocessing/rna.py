@@ -1,0 +1,254 @@
+"""scRNA-seq preprocessing: QC, highly variable genes, log-normalization.
+
+Defaults follow the LiVAE paper (section 2.6.2): top 5,000 HVGs chosen by
+modelling the mean-variance relationship of the counts (scanpy's
+``flavor="seurat_v3"``), log1p of library-size-normalized counts, then a
+per-gene z-score clipped at +-10 that the data loader applies per minibatch
+(see :mod:`geovae.preprocessing.input`). The QC thresholds (200 genes per cell,
+3 cells per gene, 20 % mitochondrial reads) are the usual scanpy tutorial
+values; the paper does not state its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scanpy as sc
+from anndata import AnnData
+
+from ._sparse import as_csr, check_counts, col_positive_counts, row_positive_counts, scale_rows
+from .input import set_model_input
+
+_COUNT_FLAVORS = ("seurat_v3", "seurat_v3_paper")
+
+
+def _prefixes(mito_prefix: str | Sequence[str]) -> tuple[str, ...]:
+    return (mito_prefix,) if isinstance(mito_prefix, str) else tuple(mito_prefix)
+
+
+def qc_rna(
+    adata: AnnData,
+    min_genes: int = 200,
+    min_cells: int = 3,
+    max_pct_mito: float = 20.0,
+    mito_prefix: str | Sequence[str] = ("MT-", "mt-"),
+) -> AnnData:
+    """Filter cells and genes of a raw-count scRNA-seq AnnData.
+
+    Cells are kept when they express at least ``min_genes`` genes and at most
+    ``max_pct_mito`` percent of their counts come from genes whose name starts
+    with a ``mito_prefix``; then genes detected in at least ``min_cells`` of the
+    kept cells are kept. The input is not modified: only the kept part is copied.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw integer counts in ``.X``.
+    min_genes
+        Minimum number of detected genes (count > 0) per cell.
+    min_cells
+        Minimum number of kept cells in which a gene is detected.
+    max_pct_mito
+        Maximum percentage of mitochondrial counts per cell.
+    mito_prefix
+        Gene-name prefix(es) marking mitochondrial genes.
+
+    Returns
+    -------
+    AnnData
+        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_genes``,
+        ``total_counts`` and ``pct_mito`` (computed before filtering), ``var``
+        gains ``mito`` (bool) and ``n_cells`` (detection count among kept cells).
+
+    Raises
+    ------
+    ValueError
+        If ``.X`` is not integer counts, or if no cell or no gene passes.
+    """
+    X = as_csr(adata.X)
+    check_counts(X, "adata.X")
+    n_genes = row_positive_counts(X)
+    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    mito = np.asarray(adata.var_names.str.startswith(_prefixes(mito_prefix)), dtype=bool)
+    mito_total = np.asarray(X[:, mito].sum(axis=1), dtype=np.float64).ravel()
+    pct_mito = np.divide(100.0 * mito_total, total, out=np.zeros_like(total), where=total > 0)
+
+    keep_cells = (n_genes >= min_genes) & (pct_mito <= max_pct_mito)
+    if not keep_cells.any():
+        raise ValueError(
+            f"qc_rna: no cell passes min_genes={min_genes}, max_pct_mito={max_pct_mito} "
+            f"({adata.n_obs} cells; median genes per cell {np.median(n_genes):.0f}, "
+            f"median pct_mito {np.median(pct_mito):.1f})"
+        )
+    n_cells = col_positive_counts(X[keep_cells])
+    keep_genes = n_cells >= min_cells
+    if not keep_genes.any():
+        raise ValueError(
+            f"qc_rna: no gene is detected in min_cells={min_cells} of the "
+            f"{int(keep_cells.sum())} cells kept"
+        )
+
+    out = adata[keep_cells, keep_genes].copy()
+    out.X = X[keep_cells][:, keep_genes]
+    out.obs["n_genes"] = n_genes[keep_cells].astype(np.int64)
+    out.obs["total_counts"] = total[keep_cells].astype(np.float32)
+    out.obs["pct_mito"] = pct_mito[keep_cells].astype(np.float32)
+    out.var["mito"] = mito[keep_genes]
+    out.var["n_cells"] = n_cells[keep_genes].astype(np.int64)
+    return out
+
+
+def log_normalize(adata: AnnData, target_sum: float = 1e4) -> AnnData:
+    """Library-size normalize and log1p, keeping the counts (in place, sparse).
+
+    ``X_ij <- log1p(target_sum * c_ij / sum_j c_ij)`` where ``c`` are the
+    counts; the counts are first saved to ``layers["counts"]`` (if that layer
+    does not exist yet they are taken from ``.X``). Cells with zero counts stay 0.
+
+    Parameters
+    ----------
+    adata
+        AnnData with integer counts in ``layers["counts"]`` or ``.X``.
+    target_sum
+        Counts per cell after normalization (scanpy ``normalize_total`` default 1e4).
+
+    Returns
+    -------
+    AnnData
+        The same object, for chaining.
+    """
+    where = "adata.layers['counts']" if "counts" in adata.layers else "adata.X"
+    counts = as_csr(adata.layers["counts"] if "counts" in adata.layers else adata.X)
+    check_counts(counts, where)
+    total = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    factors = np.divide(target_sum, total, out=np.zeros_like(total), where=total > 0)
+    norm = scale_rows(counts, factors)
+    np.log1p(norm.data, out=norm.data)
+    adata.layers["counts"] = counts
+    adata.X = norm
+    return adata
+
+
+def hvg(
+    adata: AnnData,
+    n_top_genes: int = 5000,
+    flavor: str = "seurat_v3",
+    layer: str | None = None,
+    subset: bool = False,
+) -> AnnData:
+    """Select highly variable genes with scanpy (``var["highly_variable"]``).
+
+    With ``flavor="seurat_v3"`` (default, as in the paper's mean-variance
+    modelling of count data) the genes are ranked on raw counts taken from
+    ``layer`` (default: ``layers["counts"]`` if present, else ``.X``); it needs
+    the ``scikit-misc`` package. Other scanpy flavors (``"seurat"``,
+    ``"cell_ranger"``) are computed on a temporary log1p-normalized copy.
+    ``n_top_genes`` is capped at the number of genes.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts available.
+    n_top_genes
+        Number of genes to select.
+    flavor
+        scanpy ``highly_variable_genes`` flavor.
+    layer
+        Layer holding the counts; ``None`` picks ``"counts"`` when present, else ``.X``.
+    subset
+        Return a copy restricted to the selected genes instead of annotating only.
+
+    Returns
+    -------
+    AnnData
+        ``adata`` annotated in place (``subset=False``) or the subset copy. The
+        scanpy columns (``highly_variable``, ``highly_variable_rank``, ``means``,
+        ``variances``, ``variances_norm`` for seurat_v3) are written to ``var``.
+    """
+    if n_top_genes < 1:
+        raise ValueError(f"hvg: n_top_genes must be >= 1, got {n_top_genes}")
+    if layer is None and "counts" in adata.layers:
+        layer = "counts"
+    counts = as_csr(adata.layers[layer] if layer is not None else adata.X)
+    check_counts(counts, f"adata.layers['{layer}']" if layer else "adata.X")
+    n_top = int(min(n_top_genes, adata.n_vars))
+
+    tmp = AnnData(X=counts, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+    if flavor not in _COUNT_FLAVORS:
+        log_normalize(tmp)
+    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=flavor)
+    for col in tmp.var.columns:
+        adata.var[col] = tmp.var[col].to_numpy()
+    adata.var["highly_variable"] = adata.var["highly_variable"].astype(bool)
+    adata.uns["hvg"] = {"flavor": flavor, "n_top_genes": n_top}
+    if subset:
+        return adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    return adata
+
+
+def preprocess_rna(
+    adata: AnnData,
+    *,
+    min_genes: int = 200,
+    min_cells: int = 3,
+    max_pct_mito: float = 20.0,
+    mito_prefix: str | Sequence[str] = ("MT-", "mt-"),
+    n_top_genes: int = 5000,
+    hvg_flavor: str = "seurat_v3",
+    target_sum: float = 1e4,
+    center_scale: bool = True,
+    clip: float | None = 10.0,
+) -> AnnData:
+    """Full scRNA-seq preprocessing to the geovae "preprocessed" convention.
+
+    Steps: :func:`qc_rna` -> :func:`log_normalize` (library size over all genes
+    kept by QC, scanpy convention) -> :func:`hvg` on counts (subset) ->
+    :func:`~geovae.preprocessing.input.set_model_input`.
+
+    Parameters
+    ----------
+    adata
+        Raw AnnData, integer counts in ``.X``. Not modified.
+    min_genes, min_cells, max_pct_mito, mito_prefix
+        See :func:`qc_rna`.
+    n_top_genes, hvg_flavor
+        See :func:`hvg` (paper: 5,000 genes).
+    target_sum
+        See :func:`log_normalize`.
+    center_scale, clip
+        Model-input recipe (paper: z-score, clip at +-10).
+
+    Returns
+    -------
+    AnnData
+        ``layers["counts"]`` raw counts (CSR) of the kept genes, ``.X`` sparse
+        log1p-normalized values, ``var["input_mean"]``/``var["input_std"]``,
+        ``uns["geovae_input"]`` and all parameters in ``uns["geovae_preprocess"]``.
+    """
+    n_obs_in, n_vars_in = adata.n_obs, adata.n_vars
+    out = qc_rna(adata, min_genes, min_cells, max_pct_mito, mito_prefix)
+    n_obs_qc, n_vars_qc = out.n_obs, out.n_vars
+    log_normalize(out, target_sum)
+    out = hvg(out, n_top_genes, hvg_flavor, layer="counts", subset=True)
+    set_model_input(out, "rna", center_scale, clip)
+    out.uns["geovae_preprocess"] = {
+        "modality": "rna",
+        "min_genes": int(min_genes),
+        "min_cells": int(min_cells),
+        "max_pct_mito": float(max_pct_mito),
+        "mito_prefix": list(_prefixes(mito_prefix)),
+        "n_top_genes": int(n_top_genes),
+        "hvg_flavor": hvg_flavor,
+        "target_sum": float(target_sum),
+        "library_size": "total counts over all genes kept by QC (before HVG subsetting)",
+        "center_scale": bool(center_scale),
+        "clip": None if clip is None else float(clip),
+        "n_obs_input": int(n_obs_in),
+        "n_vars_input": int(n_vars_in),
+        "n_obs_after_qc": int(n_obs_qc),
+        "n_vars_after_qc": int(n_vars_qc),
+        "n_obs": int(out.n_obs),
+        "n_vars": int(out.n_vars),
+    }
+    return out

@@ -1,0 +1,114 @@
+"""Tools acting on AnnData, scanpy style: train a model and embed, 2-D embeddings, annotation.
+
+Keys written:
+
+- ``obsm[key_added]`` (default ``"X_<model>"``): latent means of the model;
+- ``obsm["X_bottleneck"]``: LiVAE's bottleneck representation (when the model has one);
+- ``obsm["X_umap"]``, ``obsm["X_tsne"]``: 2-D embeddings of a latent;
+- ``uns["geovae_train"]``: provenance of the training run (device, seed, versions, time).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import anndata as ad
+import numpy as np
+
+from geovae.embedding import tsne_2d, umap_2d
+
+#: Likelihood per modality when a model's ``likelihood`` is ``"auto"`` (LiVAE paper section 2.7).
+DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "zinb"}
+
+
+def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Copy ``params`` and replace ``likelihood: auto`` by the modality's default.
+
+    The modality is read from ``adata.uns["geovae_input"]["modality"]`` (set by the preprocessing
+    functions) and defaults to RNA.
+    """
+    resolved = dict(params or {})
+    if resolved.get("likelihood", "auto") == "auto" and "likelihood" in resolved:
+        modality = adata.uns.get("geovae_input", {}).get("modality", "rna")
+        resolved["likelihood"] = DEFAULT_LIKELIHOOD[modality]
+    return resolved
+
+
+def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any] | None = None,
+              train: Mapping[str, Any] | None = None, device: str = "auto", seed: int = 0,
+              layer: str = "counts", batch_key: str | None = None, progress_bar: bool = True):
+    """Set up, build and train a model of the zoo on a preprocessed AnnData.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data (``layers[layer]`` raw counts, ``.X`` normalized input).
+    model
+        Registry name (see ``geovae.models.MODELS``).
+    params
+        Model hyperparameters (``likelihood: auto`` picks NB for RNA and ZINB for ATAC).
+    train
+        Keyword arguments of ``model.train`` (``max_epochs``, ``batch_size``, ``lr``, ...).
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    seed
+        Seed of weights, minibatch order, validation split and sampling.
+    layer, batch_key
+        Passed to ``setup_anndata``.
+    progress_bar
+        Show a tqdm bar per epoch.
+
+    Returns
+    -------
+    The trained model instance.
+    """
+    from geovae.models import get_model
+
+    cls = get_model(model)
+    cls.setup_anndata(adata, layer=layer, batch_key=batch_key)
+    instance = cls(adata, **resolve_params(adata, params))
+    instance.train(device=device, seed=seed, progress_bar=progress_bar, **dict(train or {}))
+    return instance
+
+
+def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
+          params: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
+          device: str = "auto", seed: int = 0, **kwargs: Any):
+    """Train ``model`` on ``adata`` and store its latent means in ``obsm[key_added]``.
+
+    Also stores ``obsm["X_bottleneck"]`` when the model has a bottleneck and the run provenance in
+    ``uns["geovae_train"]``. Other keyword arguments go to :func:`fit_model`.
+
+    Returns
+    -------
+    The trained model (its ``history`` holds the loss terms per epoch).
+    """
+    instance = fit_model(adata, model=model, params=params, train=train, device=device, seed=seed, **kwargs)
+    adata.obsm[key_added or f"X_{model}"] = instance.get_latent_representation()
+    if hasattr(instance, "get_bottleneck_representation"):
+        bottleneck = instance.get_bottleneck_representation()
+        if bottleneck is not None:
+            adata.obsm["X_bottleneck"] = bottleneck
+    adata.uns["geovae_train"] = dict(getattr(instance, "metadata", {}))
+    return instance
+
+
+def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = 15, min_dist: float = 0.5,
+         seed: int = 0, key_added: str = "X_umap") -> None:
+    """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.umap_2d`)."""
+    adata.obsm[key_added] = umap_2d(np.asarray(adata.obsm[use_rep]), n_neighbors, min_dist, seed)
+
+
+def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = 30.0, seed: int = 0,
+         n_jobs: int = 1, key_added: str = "X_tsne") -> None:
+    """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`)."""
+    adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs)
+
+
+def __getattr__(name: str) -> Any:
+    # Interpretation verbs are re-exported lazily (they import gseapy).
+    if name in {"annotate_components", "enrich_components"}:
+        from geovae import interpretation
+
+        return getattr(interpretation, name)
+    raise AttributeError(f"module 'geovae.tl' has no attribute {name!r}")

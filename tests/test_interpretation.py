@@ -1,0 +1,286 @@
+"""Tests for latent-component annotation and offline GO enrichment."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import socket
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.stats import hypergeom, spearmanr
+
+from geovae.interpretation import (
+    GeneSetCoverageWarning,
+    annotate_components,
+    benjamini_hochberg,
+    component_gene_correlations,
+    component_names,
+    components_from_uns,
+    default_gene_set_path,
+    enrich_components,
+    gene_set_coverage,
+    read_gmt,
+    write_gmt,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHIPPED_SHA256 = "5987ce789053fdd5533393cd65b9abdb5e08e4fade7b0625a1fe234a1207eea4"  # uncompressed GMT
+
+
+def _toy(n_cells: int = 300, n_genes: int = 40, d: int = 3, seed: int = 0):
+    """Sparse-ish noise genes plus planted genes: g_pos == Z1, g_neg == -Z2, g_exp == exp(Z3)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_cells, d))
+    x = rng.poisson(0.3, size=(n_cells, n_genes)).astype(np.float64)
+    x[:, 5] = z[:, 0]
+    x[:, 11] = -z[:, 1]
+    x[:, 17] = np.exp(z[:, 2])
+    x[:, 20] = 2.5  # constant gene
+    genes = [f"g{i}" for i in range(n_genes)]
+    genes[5], genes[11], genes[17], genes[20] = "g_pos", "g_neg", "g_exp", "g_const"
+    return x, z, genes
+
+
+# ---------------------------------------------------------------- correlations
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_correlations_match_brute_force_and_sparse_equals_dense(method):
+    x, z, _ = _toy()
+    dense = component_gene_correlations(x, z, method=method)
+    sparse = component_gene_correlations(sp.csr_matrix(x), z, method=method)
+    chunked = component_gene_correlations(sp.csc_matrix(x), z, method=method, chunk_size=7)
+    dense_chunked = component_gene_correlations(x.astype(np.float32), z, method=method, chunk_size=3)
+    assert dense.shape == (x.shape[1], z.shape[1])
+    np.testing.assert_allclose(sparse, dense, atol=1e-10)
+    np.testing.assert_allclose(chunked, dense, atol=1e-10)
+    np.testing.assert_allclose(dense_chunked, dense, atol=1e-6)
+    for gene in (0, 5, 11, 17, 33):
+        for k in range(z.shape[1]):
+            if method == "pearson":
+                expected = np.corrcoef(x[:, gene], z[:, k])[0, 1]
+            else:
+                expected = spearmanr(x[:, gene], z[:, k]).statistic
+            assert dense[gene, k] == pytest.approx(expected, abs=1e-10)
+
+
+def test_known_answers_and_constant_gene():
+    x, z, _ = _toy()
+    pear = component_gene_correlations(sp.csr_matrix(x), z)
+    spear = component_gene_correlations(sp.csr_matrix(x), z, method="spearman")
+    assert pear[5, 0] == pytest.approx(1.0)
+    assert pear[11, 1] == pytest.approx(-1.0)
+    assert spear[17, 2] == pytest.approx(1.0)  # monotone transform
+    assert pear[17, 2] < 0.95  # ... which Pearson does not see as perfect
+    assert np.all(pear[20] == 0.0) and np.all(spear[20] == 0.0)  # no variance -> 0, not NaN
+    assert np.all(np.abs(pear) <= 1.0)
+
+
+def test_correlation_input_errors():
+    x, z, _ = _toy()
+    with pytest.raises(ValueError, match="latent has shape"):
+        component_gene_correlations(x, z[:-1])
+    with pytest.raises(ValueError, match="method"):
+        component_gene_correlations(x, z, method="kendall")
+
+
+# ---------------------------------------------------------------- annotation
+def test_annotate_components_tables_and_storage(tmp_path):
+    x, z, genes = _toy()
+    adata = ad.AnnData(sp.csr_matrix(x.astype(np.float32)), var=pd.DataFrame(index=genes))
+    adata.obsm["X_latent"] = z
+    comps, cg = annotate_components(adata, n_top=5)
+
+    assert list(comps["component"]) == component_names(3) == ["Z1", "Z2", "Z3"]
+    z1, z2 = comps.iloc[0], comps.iloc[1]
+    assert z1["best_marker"] == "g_pos" and z1["best_marker_r"] == pytest.approx(1.0)
+    assert z2["best_negative_marker"] == "g_neg" and z2["best_negative_marker_r"] == pytest.approx(-1.0)
+    assert (comps["n_genes"] == len(genes)).all()
+
+    assert list(cg.columns) == ["component", "tail", "rank", "gene", "pearson_r", "spearman_r"]
+    first = cg[(cg["component"] == "Z1") & (cg["tail"] == "positive")].iloc[0]
+    assert (first["gene"], first["rank"]) == ("g_pos", 1)
+    assert first["pearson_r"] == pytest.approx(1.0) and first["spearman_r"] == pytest.approx(1.0)
+    top_neg = cg[(cg["component"] == "Z2") & (cg["tail"] == "negative")].iloc[0]
+    assert top_neg["gene"] == "g_neg" and top_neg["pearson_r"] == pytest.approx(-1.0)
+    # tails hold only genes of the matching sign, ranked by strength, at most n_top each
+    pos = cg[cg["tail"] == "positive"]
+    neg = cg[cg["tail"] == "negative"]
+    assert (pos["pearson_r"] > 0).all() and (neg["pearson_r"] < 0).all()
+    assert cg.groupby(["component", "tail"]).size().max() == 5
+    for _, block in pos.groupby("component"):
+        assert np.all(np.diff(block["pearson_r"].to_numpy()) <= 0)
+    assert "g_const" not in set(cg["gene"])
+
+    # storage, h5ad round trip
+    corr = adata.varm["component_correlation"]
+    assert corr.shape == (len(genes), 3) and corr[5, 0] == pytest.approx(1.0)
+    path = tmp_path / "annotated.h5ad"
+    adata.write_h5ad(path)
+    comps2, cg2 = components_from_uns(ad.read_h5ad(path))
+    pd.testing.assert_frame_equal(comps2, comps, check_dtype=False)
+    pd.testing.assert_frame_equal(cg2, cg, check_dtype=False)
+
+
+def test_annotate_spearman_ranking_and_missing_key():
+    x, z, genes = _toy()
+    adata = ad.AnnData(x, var=pd.DataFrame(index=genes))
+    adata.obsm["X_latent"] = z
+    comps, cg = annotate_components(adata, n_top=3, method="spearman", store=False)
+    assert comps.loc[2, "best_marker"] == "g_exp" and comps.loc[2, "best_marker_r"] == pytest.approx(1.0)
+    row = cg[(cg["component"] == "Z3") & (cg["gene"] == "g_exp")].iloc[0]
+    assert row["spearman_r"] == pytest.approx(1.0) and row["pearson_r"] < 0.95
+    assert "component_correlation" not in adata.varm
+    with pytest.raises(KeyError, match="X_nope"):
+        annotate_components(adata, latent_key="X_nope")
+
+
+# ---------------------------------------------------------------- GMT + enrichment
+def test_read_gmt_round_trip(tmp_path):
+    sets = {"term A (GO:0000001)": ["G1", "G2", "G3"], "term B": ["G3", "G4"], "empty": []}
+    for name in ("sets.gmt", "sets.gmt.gz"):
+        path = write_gmt(sets, tmp_path / name, descriptions={"term B": "a description"})
+        assert read_gmt(path) == sets
+        assert read_gmt(str(path)) == sets
+    raw = tmp_path / "messy.gmt"
+    raw.write_text("t1\t\tG1\tG2\tG1\t\n\n t2 \tdesc\tG5\r\n")
+    assert read_gmt(raw) == {"t1": ["G1", "G2"], "t2": ["G5"]}
+    (tmp_path / "bad.gmt").write_text("t1\t\tG1\nonlyname\n")
+    with pytest.raises(ValueError, match=r"bad\.gmt:2"):
+        read_gmt(tmp_path / "bad.gmt")
+    (tmp_path / "dup.gmt").write_text("t1\t\tG1\nt1\t\tG2\n")
+    with pytest.raises(ValueError, match="appears twice"):
+        read_gmt(tmp_path / "dup.gmt")
+
+
+def test_benjamini_hochberg_known_values():
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.5])
+    # sorted: .005 .01 .03 .04 .5 -> *5/rank: .025 .025 .05 .05 .5 (already monotone)
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.025, 0.05, 0.05, 0.025, 0.5])
+    np.testing.assert_allclose(benjamini_hochberg(np.array([0.9, 0.8])), [0.9, 0.9])
+
+
+def _planted(tmp_path):
+    background = [f"GENE{i}" for i in range(200)]
+    sets = {
+        "planted term (GO:0000042)": background[:10],
+        "decoy one": background[50:80],
+        "decoy two": background[5:7] + background[100:120],
+        "tiny": background[150:152],  # below min_size
+        "huge": background[:150],  # above max_size
+    }
+    gmt = write_gmt(sets, tmp_path / "planted.gmt")
+    table = pd.DataFrame({
+        "component": ["Z1"] * 10 + ["Z2"] * 5,
+        "tail": ["positive"] * 10 + ["negative"] * 5,
+        "gene": background[:10] + background[60:65],
+        "rank": list(range(1, 11)) + list(range(1, 6)),
+    })
+    return background, gmt, table
+
+
+def test_enrichment_planted_term_ranks_first(tmp_path):
+    background, gmt, table = _planted(tmp_path)
+    res = enrich_components(table, gmt, background, min_size=5, max_size=100)
+    assert res.attrs["n_terms_tested"] == 3 and res.attrs["coverage"] == pytest.approx(152 / 200)
+    assert "tiny" not in set(res["term"]) and "huge" not in set(res["term"])
+    z1 = res[(res["component"] == "Z1") & (res["tail"] == "positive")]
+    top = z1.iloc[0]
+    assert top["term"] == "planted term (GO:0000042)" and top["term_id"] == "GO:0000042"
+    assert top["overlap"] == 10 and top["term_size"] == 10
+    # universe = 152 annotated background genes (huge + tiny); P[X >= 10], 10 drawn, 10 white
+    expected_p = hypergeom.sf(9, 152, 10, 10)
+    assert top["p_value"] == pytest.approx(expected_p, rel=1e-9)
+    assert top["adj_p_value"] == pytest.approx(min(1.0, expected_p * 3), rel=1e-9)  # 3 sets tested
+    assert top["adj_p_value"] < 1e-10
+    assert top["genes"].split(";") == background[:10]  # query (rank) order
+    z2 = res[res["component"] == "Z2"]
+    assert z2.iloc[0]["term"] == "decoy one" and z2.iloc[0]["tail"] == "negative"
+    assert list(res["component"]) == sorted(res["component"])  # Z1 block before Z2
+
+
+def test_enrichment_is_offline_with_shipped_gmt(monkeypatch):
+    path = default_gene_set_path()
+    assert path.is_relative_to(REPO / "resources" / "go")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(AssertionError, match="network access"):
+        socket.create_connection(("example.org", 80))
+
+    sets = read_gmt(path)
+    assert len(sets) == 6036
+    term = "DNA replication (GO:0006260)"
+    every = sorted(set().union(*sets.values()))
+    background = sorted(set(every[::8]) | set(sets[term]))
+    table = pd.DataFrame({"component": "Z1", "tail": "positive", "gene": sets[term][:40]})
+    res = enrich_components(table, path, background)  # path string ends in .gmt.gz: read locally
+    assert res.iloc[0]["term"] in {t for t, g in sets.items() if set(table["gene"]) <= set(g)} | {term}
+    assert res.iloc[0]["adj_p_value"] < 1e-10
+    res_dict = enrich_components(table, sets, background)
+    pd.testing.assert_frame_equal(res, res_dict)
+
+
+def test_shipped_gmt_is_the_documented_file():
+    path = default_gene_set_path()
+    with gzip.open(path, "rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == SHIPPED_SHA256
+    readme = (REPO / "resources" / "go" / "README.md").read_text()
+    assert SHIPPED_SHA256 in readme and "CC BY 4.0" in readme
+
+
+def test_coverage_warning_on_mismatched_identifiers(tmp_path):
+    background, gmt, table = _planted(tmp_path)
+    ensembl = [f"ENSG{i:011d}" for i in range(200)]
+    assert gene_set_coverage(ensembl, gmt) == 0.0
+    assert gene_set_coverage(background, read_gmt(gmt)) == pytest.approx(0.76)
+    table = table.assign(gene=[ensembl[i] for i in range(len(table))])
+    with pytest.warns(GeneSetCoverageWarning, match="do not match"):
+        res = enrich_components(table, gmt, ensembl)
+    assert res.empty and list(res.columns)[:3] == ["component", "tail", "term"]
+    assert "0.0% of the 200 background genes" in res.attrs["warning"]
+
+
+def test_coverage_warning_on_real_atac_peaks():
+    h5ad = SHARED / "granja2019_hemato_atac_600.h5ad"
+    if not h5ad.is_file():
+        pytest.skip("real scATAC fixture not available because ../shared is missing")
+    peaks = list(ad.read_h5ad(h5ad, backed="r").var_names)
+    table = pd.DataFrame({"component": "Z1", "tail": "positive", "gene": peaks[:50]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = enrich_components(table, default_gene_set_path(), peaks)
+    assert res.empty and "warning" in res.attrs
+    assert any(issubclass(w.category, GeneSetCoverageWarning) for w in caught)
+
+
+# ---------------------------------------------------------------- plots
+def test_plots_render(tmp_path):
+    from geovae.plotting.enrichment import component_heatmap, enrichment_dotplot
+
+    background, gmt, table = _planted(tmp_path)
+    res = enrich_components(table, gmt, background, max_size=100)
+    ax = enrichment_dotplot(res, top_n=2, path=tmp_path / "dot.png")
+    assert (tmp_path / "dot.png").stat().st_size > 1000
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Z1+", "Z2-"]
+    empty = res.iloc[0:0].copy()
+    empty.attrs["warning"] = "identifiers do not match"
+    enrichment_dotplot(empty, path=tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").is_file()
+
+    x, z, genes = _toy()
+    corr = pd.DataFrame(component_gene_correlations(x, z), index=genes, columns=component_names(3))
+    ax = component_heatmap(corr, top_n=2, include_negative=True, path=tmp_path / "heat.png")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "g_pos" and "g_neg" in labels and len(labels) <= 12
+    assert (tmp_path / "heat.png").stat().st_size > 1000

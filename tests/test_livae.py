@@ -1,0 +1,241 @@
+"""LiVAE module, shared trainer and user API on small simulated counts (CPU, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+anndata = pytest.importorskip("anndata")
+
+from geovae.models import MODELS, LiVAE, LiVAEModule, get_model  # noqa: E402
+from geovae.training import InputTransform, split_indices  # noqa: E402
+
+FAST = dict(max_epochs=15, batch_size=64, progress_bar=False)
+
+
+def simulate(n_cells: int = 200, n_genes: int = 100, n_groups: int = 3, seed: int = 0):
+    """NB counts with group-specific expression programs; returns (adata, labels)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_groups, n_cells)
+    profiles = rng.gamma(0.6, 1.0, size=(n_groups, n_genes))
+    profiles /= profiles.sum(axis=1, keepdims=True)
+    library = rng.lognormal(np.log(800), 0.3, n_cells)
+    mu = profiles[labels] * library[:, None]
+    counts = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float32)
+    norm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
+    adata = anndata.AnnData(X=sp.csr_matrix(norm))
+    adata.var_names = [f"g{i}" for i in range(n_genes)]
+    adata.obs_names = [f"c{i}" for i in range(n_cells)]
+    adata.layers["counts"] = sp.csr_matrix(counts)
+    adata.var["input_mean"] = norm.mean(0)
+    adata.var["input_std"] = norm.std(0)
+    adata.uns["geovae_input"] = {"modality": "rna", "center_scale": True, "clip": 10.0}
+    adata.obs["label"] = pd.Categorical(labels.astype(str))
+    LiVAE.setup_anndata(adata, layer="counts")
+    return adata, labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulate()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    adata, _ = data
+    model = LiVAE(adata)
+    model.train(max_epochs=40, batch_size=64, seed=0, progress_bar=False, early_stopping=False)
+    return model
+
+
+# ---------------------------------------------------------------- setup / registry
+def test_setup_anndata_validates(data):
+    adata, _ = data
+    assert adata.uns["geovae_setup"]["layer"] == "counts"
+    bad = adata.copy()
+    with pytest.raises(KeyError, match="raw"):
+        LiVAE.setup_anndata(bad, layer="raw")
+    bad.layers["neg"] = bad.layers["counts"].copy()
+    bad.layers["neg"].data[0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        LiVAE.setup_anndata(bad, layer="neg")
+    with pytest.raises(KeyError, match="batch_key"):
+        LiVAE.setup_anndata(bad, layer="counts", batch_key="nope")
+    fresh = anndata.AnnData(X=adata.X.copy())
+    with pytest.raises(ValueError, match="setup_anndata"):
+        LiVAE(fresh)
+
+
+def test_registry():
+    assert get_model("livae") is LiVAE and get_model("LiVAE") is LiVAE and MODELS["livae"] is LiVAE
+    with pytest.raises(KeyError, match="available models"):
+        get_model("scvi")
+
+
+# ------------------------------------------------------------------------ module
+def test_module_loss_terms_and_weights():
+    torch.manual_seed(0)
+    module = LiVAEModule(n_input=30, lorentz_weight=10.0)
+    x = torch.randn(16, 30)
+    counts = torch.poisson(torch.full((16, 30), 3.0))
+    torch.manual_seed(1)
+    terms = module(x, counts)
+    assert set(terms) == {"recon", "recon_bn", "kl", "geo", "total"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    expected = terms["recon"] + terms["recon_bn"] + terms["kl"] + 10.0 * terms["geo"]
+    torch.testing.assert_close(terms["total"], expected)
+    assert terms["geo"] > 0 and terms["kl"] >= 0
+
+    plain = LiVAEModule(n_input=30, use_bottleneck=False)
+    terms = plain(x, counts)
+    assert float(terms["recon_bn"]) == 0.0 and float(terms["geo"]) == 0.0
+    torch.testing.assert_close(terms["total"], terms["recon"] + terms["kl"])
+
+
+@pytest.mark.parametrize("bad", [{"likelihood": "gamma"}, {"geometry": "poincare"}, {"regularization": "x"}])
+def test_module_rejects_unknown_options(bad):
+    with pytest.raises(ValueError):
+        LiVAEModule(n_input=5, **bad)
+
+
+def test_input_transform_known_answer():
+    X = sp.csr_matrix(np.array([[0.0, 2.0, 5.0], [4.0, 0.0, 5.0]], dtype=np.float32))
+    t = InputTransform(mean=np.array([2.0, 1.0, 5.0]), std=np.array([2.0, 0.5, 0.0]), center_scale=True, clip=1.5)
+    np.testing.assert_allclose(t(X), [[-1.0, 1.5, 0.0], [1.0, -1.5, 0.0]])
+    assert t(X).dtype == np.float32
+    np.testing.assert_array_equal(InputTransform()(X), X.toarray())
+
+
+def test_split_is_seeded_and_disjoint():
+    tr, va = split_indices(200, 0.1, seed=3)
+    assert len(va) == 20 and len(tr) == 180 and not set(tr) & set(va)
+    tr2, va2 = split_indices(200, 0.1, seed=3)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, split_indices(200, 0.1, seed=4)[1])
+
+
+# ---------------------------------------------------------------------- training
+def test_training_history_finite_and_decreasing(trained):
+    h = trained.history
+    for col in ("train_recon", "train_recon_bn", "train_kl", "train_geo", "train_total",
+                "val_recon", "val_recon_bn", "val_kl", "val_geo", "val_total"):
+        assert col in h.columns and np.isfinite(h[col]).all(), col
+    assert len(h) == 40 and list(h["epoch"]) == list(range(1, 41))
+    assert h["train_total"].iloc[-3:].mean() < 0.9 * h["train_total"].iloc[:3].mean()
+    assert h["val_total"].iloc[-3:].mean() < h["val_total"].iloc[:3].mean()
+    meta = trained.metadata
+    assert meta["device"] == "cpu" and meta["n_epochs"] == 40 and meta["stopped_early"] is False
+    assert meta["seed"] == 0 and meta["train_seconds"] > 0 and meta["n_val"] == 20
+    assert not torch.are_deterministic_algorithms_enabled()  # global flag restored
+
+
+def test_latent_shapes_and_groups_separate(trained, data):
+    adata, labels = data
+    z = trained.get_latent_representation()
+    assert z.shape == (200, 10) and z.dtype == np.float32
+    assert trained.get_bottleneck_representation().shape == (200, 2)
+    assert trained.get_latent_representation(give_mean=False).shape == (200, 10)
+    # simulated groups are well separated: nearest-centroid accuracy in the latent space
+    cent = np.stack([z[labels == k].mean(0) for k in range(3)])
+    pred = np.argmin(((z[:, None, :] - cent[None]) ** 2).sum(-1), axis=1)
+    assert (pred == labels).mean() > 0.9
+
+
+def test_same_seed_identical_latents(data):
+    adata, _ = data
+    a, b, c = LiVAE(adata), LiVAE(adata), LiVAE(adata)
+    a.train(seed=7, **FAST)
+    b.train(seed=7, **FAST)
+    c.train(seed=8, **FAST)
+    za, zb, zc = (m.get_latent_representation() for m in (a, b, c))
+    assert np.array_equal(za, zb)
+    assert not np.allclose(za, zc)
+
+
+def test_early_stopping_restores_best(data):
+    adata, _ = data
+    model = LiVAE(adata)
+    model.train(max_epochs=300, batch_size=64, lr=3e-3, patience=3, seed=1, progress_bar=False)
+    h, meta = model.history, model.metadata
+    best = int(h["val_total"].idxmin()) + 1
+    assert meta["best_epoch"] == best
+    assert meta["stopped_early"] and meta["n_epochs"] == best + 3 < 300
+    assert meta["best_loss"] == pytest.approx(h["val_total"].min())
+
+
+def test_lorentz_weight_lowers_geometric_term(data):
+    adata, _ = data
+
+    def geo_after_training(weight):
+        model = LiVAE(adata, lorentz_weight=weight)
+        model.train(max_epochs=30, batch_size=64, seed=0, progress_bar=False, early_stopping=False)
+        z = torch.from_numpy(model.get_latent_representation())
+        l_d = model.module.bottleneck(z)[1].detach()
+        return float(model.module._geo(z, l_d)), model.history["train_geo"].iloc[-1]
+
+    geo10, hist10 = geo_after_training(10.0)
+    geo0, hist0 = geo_after_training(0.0)
+    assert geo10 < 0.5 * geo0
+    assert hist10 < hist0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"likelihood": "zinb"}, {"likelihood": "poisson"}, {"likelihood": "zip"},
+     {"geometry": "euclidean"}, {"regularization": "two_views"}, {"lorentz_squared": False},
+     {"use_bottleneck": False}],
+)
+def test_variants_train(data, params):
+    adata, _ = data
+    model = LiVAE(adata, **params)
+    model.train(max_epochs=4, batch_size=64, progress_bar=False)
+    assert np.isfinite(model.history.drop(columns="epoch").to_numpy()).all()
+    assert np.isfinite(model.get_latent_representation()).all()
+    if params.get("use_bottleneck") is False:
+        with pytest.raises(RuntimeError, match="use_bottleneck"):
+            model.get_bottleneck_representation()
+
+
+def test_plain_anndata_without_preprocessing_metadata():
+    adata, _ = simulate(n_cells=60, n_genes=20, seed=5)
+    raw = anndata.AnnData(X=adata.layers["counts"].copy())  # X = counts, no uns/var stats
+    LiVAE.setup_anndata(raw, layer=None)
+    model = LiVAE(raw, likelihood="poisson")
+    model.train(max_epochs=3, batch_size=32, progress_bar=False)
+    assert model.input_transform.center_scale is False
+    assert model.get_latent_representation().shape == (60, 10)
+
+
+# ------------------------------------------------------------------- persistence
+def test_save_load_round_trip(trained, data, tmp_path):
+    adata, _ = data
+    out = tmp_path / "model"
+    trained.save(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp leftovers
+    with pytest.raises(FileExistsError):
+        trained.save(out)
+    trained.save(out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    loaded = LiVAE.load(out, adata.copy(), device="cpu")
+    assert np.array_equal(loaded.get_latent_representation(), trained.get_latent_representation())
+    assert np.array_equal(loaded.get_bottleneck_representation(), trained.get_bottleneck_representation())
+    assert loaded.params == trained.params and loaded.is_trained
+    pd.testing.assert_frame_equal(loaded.history, trained.history, check_dtype=False)
+    assert loaded.metadata["n_epochs"] == 40
+
+    # the stored input statistics are used, not those of the adata passed later
+    other = adata.copy()
+    other.var["input_mean"] = 0.0
+    assert np.array_equal(loaded.get_latent_representation(other), trained.get_latent_representation())
+
+    wrong = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="var_names"):
+        LiVAE.load(out, wrong)
+    with pytest.raises(ValueError, match="features"):
+        LiVAE.load(out, adata[:, :50].copy())
+    with pytest.raises(FileNotFoundError):
+        LiVAE.load(tmp_path / "missing", adata)

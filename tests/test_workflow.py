@@ -1,0 +1,129 @@
+"""Integration: the real Snakemake workflow on a tiny config, every output checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _snakemake(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """Run the workflow once on pbmc68k (builtin) + a simulated scATAC h5ad given as a local file."""
+    from geovae.data.simulate import simulate_atac
+
+    work = tmp_path_factory.mktemp("tiny_run")
+    atac = simulate_atac(n_cells=240, n_peaks=1500, n_types=3, seed=1)
+    atac.write_h5ad(work / "sim_atac_local.h5ad")
+    sheet = pd.DataFrame([
+        {"dataset": "pbmc", "source": "builtin", "accession": "pbmc68k", "path": "", "modality": "rna",
+         "species": "human", "label_key": "bulk_labels", "batch_key": "", "data_type": "steady_state"},
+        {"dataset": "atac_local", "source": "local", "accession": "", "path": str(work / "sim_atac_local.h5ad"),
+         "modality": "atac", "species": "simulated", "label_key": "cell_type", "batch_key": "",
+         "data_type": "trajectory"},
+    ])
+    sheet.to_csv(work / "datasets.tsv", sep="\t", index=False)
+    config = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
+    config["datasets"] = str(work / "datasets.tsv")
+    config["interpret"]["gene_sets"]["human"] = str(ROOT / "resources" / "go" / "GO_Biological_Process_2021_human.gmt.gz")
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = _snakemake("--cores", "2", "--configfile", str(work / "config.yaml"), cwd=work)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return work
+
+
+def test_every_output_exists(tiny_run: Path) -> None:
+    for dataset in ("pbmc", "atac_local"):
+        base = tiny_run / "results" / dataset
+        assert (base / "raw.h5ad").exists() and (base / "preprocessed.h5ad").exists()
+        manifest = json.loads((base / "acquire_manifest.json").read_text())
+        assert manifest["dataset"] == dataset and manifest["n_cells"] > 0
+        run = base / "livae" / "0"
+        for name in ("latent.tsv.gz", "history.tsv", "train_info.json", "loss.png", "embedding.h5ad",
+                     "umap.png", "tsne.png", "metrics.tsv", "components.tsv", "component_genes.tsv",
+                     "enrichment.tsv", "enrichment_dotplot.png", "component_heatmap.png", "interpret_info.json"):
+            assert (run / name).stat().st_size > 0, f"{run / name} missing or empty"
+        assert (run / "model").is_dir() and any((run / "model").iterdir())
+    assert (tiny_run / "results" / "report" / "summary.html").stat().st_size > 0
+    for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret"):
+        assert list((tiny_run / "logs" / rule).rglob("*.log")), f"no log for rule {rule}"
+        assert list((tiny_run / "logs" / "benchmarks" / rule).rglob("*.tsv")), f"no benchmark for {rule}"
+
+
+def test_embedding_and_metrics_content(tiny_run: Path) -> None:
+    emb = ad.read_h5ad(tiny_run / "results" / "pbmc" / "livae" / "0" / "embedding.h5ad")
+    assert emb.obsm["X_latent"].shape == (emb.n_obs, 6)
+    assert emb.obsm["X_bottleneck"].shape == (emb.n_obs, 2)
+    for key in ("X_umap", "X_tsne"):
+        assert emb.obsm[key].shape == (emb.n_obs, 2) and np.isfinite(emb.obsm[key]).all()
+    metrics = pd.read_csv(tiny_run / "results" / "metrics.tsv", sep="\t")
+    assert list(metrics.columns[:5]) == ["dataset", "model", "seed", "metric", "value"]
+    assert set(metrics["dataset"]) == {"pbmc", "atac_local"}
+    pbmc = metrics[metrics["dataset"] == "pbmc"].set_index("metric")["value"]
+    for name in ("NMI", "ARI", "ASW", "CAL", "DAV", "COR", "DC_umap", "Q_local_umap", "Q_global_umap",
+                 "overall_embedding_quality_tsne", "manifold_dimensionality", "overall_intrinsic_quality"):
+        assert name in pbmc.index and np.isfinite(pbmc[name]), name
+    assert 0.0 <= pbmc["NMI"] <= 1.0
+
+
+def test_interpretation_outputs(tiny_run: Path) -> None:
+    run = tiny_run / "results" / "pbmc" / "livae" / "0"
+    components = pd.read_csv(run / "components.tsv", sep="\t")
+    assert len(components) == 6
+    genes = pd.read_csv(run / "component_genes.tsv", sep="\t")
+    assert set(genes["tail"]) == {"positive", "negative"}
+    enrichment = pd.read_csv(run / "enrichment.tsv", sep="\t")
+    assert len(enrichment) > 0 and (enrichment["adj_p_value"] <= 1).all()
+    # scATAC peaks cannot be matched to GO gene sets: an explicit warning, not a silent empty table
+    info = json.loads((tiny_run / "results" / "atac_local" / "livae" / "0" / "interpret_info.json").read_text())
+    assert info["warnings"]
+
+
+def test_rerun_is_a_no_op_and_report_builds(tiny_run: Path) -> None:
+    config = str(tiny_run / "config.yaml")
+    dry = _snakemake("-n", "--cores", "2", "--configfile", config, cwd=tiny_run)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    report = _snakemake("--cores", "2", "--configfile", config, "--report", "report.html", cwd=tiny_run)
+    assert report.returncode == 0, report.stderr[-4000:]
+    html = (tiny_run / "report.html").read_text(errors="ignore")
+    for needle in ("Embeddings", "Metrics", "Interpretation"):
+        assert needle in html
+
+
+def test_bad_sheet_fails_before_any_job(tmp_path: Path) -> None:
+    sheet = tmp_path / "bad.tsv"
+    sheet.write_text("dataset\tsource\taccession\tmodality\tspecies\tdata_type\n"
+                     "ok\tbuiltin\tpbmc68k\trna\thuman\tsteady_state\n"
+                     "broken\tgeo\tGSE1\tprotein\thuman\tsteady_state\n")
+    proc = _snakemake("-n", "--cores", "1", "--config", f"datasets={sheet}", cwd=ROOT)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "line 3 (dataset 'broken')" in out and "field modality" in out
+
+
+def test_lint_is_clean() -> None:
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_default_config_dry_run_builds_every_stage() -> None:
+    proc = _snakemake("-n", "--forceall", "--cores", "2", cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "aggregate_metrics", "summary"):
+        assert f"rule {rule}:" in out or f"\n{rule} " in out, rule

@@ -1,0 +1,83 @@
+# Config and dataset-sheet validation, wildcard constraints and target helpers.
+import re
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def load_dataset_sheet(path):
+    """Read the dataset sheet and validate every row, naming the row and field that fail."""
+    sheet_path = Path(path)
+    if not sheet_path.exists():
+        raise ValueError(f"dataset sheet '{path}' (config key 'datasets') does not exist")
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    schema_path = Path(workflow.basedir) / "workflow" / "schemas" / "datasets.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for line, record in enumerate(sheet.to_dict("records"), start=2):
+        row = {k: v for k, v in record.items() if v != ""}
+        for err in sorted(validator.iter_errors(row), key=lambda e: list(e.path)):
+            field = ".".join(map(str, err.path)) or "(row)"
+            problems.append(f"{path} line {line} (dataset '{record.get('dataset', '?')}'): field {field}: {err.message}")
+    duplicated = sheet["dataset"][sheet["dataset"].duplicated()].tolist() if "dataset" in sheet else []
+    if duplicated:
+        problems.append(f"{path}: duplicated dataset ids: {', '.join(duplicated)}")
+    if problems:
+        raise ValueError("invalid dataset sheet:\n  " + "\n  ".join(problems))
+    return sheet.set_index("dataset", drop=False)
+
+
+DATASETS = load_dataset_sheet(config["datasets"])
+MODELS = [str(m) for m in config["models"]]
+SEEDS = [str(s) for s in config["seeds"]]
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS.index)) or "NONE",
+    model="|".join(map(re.escape, MODELS)),
+    seed=r"\d+",
+
+
+def dataset_row(wildcards):
+    """The sheet row of ``wildcards.dataset`` as a plain dict."""
+    return DATASETS.loc[wildcards.dataset].to_dict()
+
+
+def modality(wildcards):
+    return DATASETS.loc[wildcards.dataset, "modality"]
+
+
+def run_dir(wildcards):
+    return f"results/{wildcards.dataset}/{wildcards.model}/{wildcards.seed}"
+
+
+def gene_sets_for(wildcards):
+    """GMT file for the dataset's species (config interpret.gmt overrides), or '' when none applies."""
+    if config["interpret"].get("gmt"):
+        return config["interpret"]["gmt"]
+    species = DATASETS.loc[wildcards.dataset, "species"]
+    return config["interpret"]["gene_sets"].get(species, "")
+
+
+def run_targets(pattern):
+    return expand(pattern, dataset=DATASETS.index, model=MODELS, seed=SEEDS)
+
+
+def all_targets():
+    return [
+        "results/metrics.tsv",
+        *run_targets("results/{dataset}/{model}/{seed}/umap.png"),
+        *run_targets("results/{dataset}/{model}/{seed}/tsne.png"),
+        *run_targets("results/{dataset}/{model}/{seed}/loss.png"),
+        *run_targets("results/{dataset}/{model}/{seed}/components.tsv"),
+        *run_targets("results/{dataset}/{model}/{seed}/enrichment.tsv"),
+        *run_targets("results/{dataset}/{model}/{seed}/enrichment_dotplot.png"),
+        "results/report/summary.html",
+    ]

@@ -1,0 +1,36 @@
+# Stage 3: train one model per dataset and seed; checkpoint, latent means, loss history.
+
+
+rule train:
+    input:
+        "results/{dataset}/preprocessed.h5ad",
+    output:
+        model=directory("results/{dataset}/{model}/{seed}/model"),
+        latent="results/{dataset}/{model}/{seed}/latent.tsv.gz",
+        history="results/{dataset}/{model}/{seed}/history.tsv",
+        info="results/{dataset}/{model}/{seed}/train_info.json",
+        loss=report(
+            "results/{dataset}/{model}/{seed}/loss.png",
+            caption="../report/loss.rst",
+            category="Training",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "loss curves"},
+        ),
+    params:
+        modality=modality,
+        model_params=lambda wc: config.get(wc.model, {}),
+        train=config["train"],
+        device=config["device"],
+    log:
+        "logs/train/{dataset}/{model}/{seed}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{model}/{seed}.tsv"
+    threads: 2
+    resources:
+        mem_mb=config.get("resources", {}).get("train_mem_mb", 8000),
+        runtime=config.get("resources", {}).get("train_runtime_min", 120),
+        gpu=1 if (config["device"] == "cuda" or config.get("gpu", False)) else 0,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../../scripts/train.py"
