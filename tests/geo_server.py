@@ -387,8 +387,10 @@ def build_geo_tree(
     return soft
 
 
-def two_sample_series(tmp: Path, accession: str = "GSE999001") -> tuple[Path, list[SampleSpec]]:
-    """GEO tree with two 10x samples (PBMC cells 0-299 and 300-549) under ``tmp/geo``."""
+_TREE_CACHE: dict[str, Path] = {}
+
+
+def _build_two_sample_series(tmp: Path, accession: str) -> Path:
     payload = tmp / "payload"
     specs = []
     for k, (gsm, start, n, donor) in enumerate(
@@ -406,7 +408,25 @@ def two_sample_series(tmp: Path, accession: str = "GSE999001") -> tuple[Path, li
         )
     root = tmp / "geo"
     build_geo_tree(root, accession, specs)
-    return root, specs
+    return root
+
+
+def two_sample_series(tmp: Path, accession: str = "GSE999001") -> tuple[Path, list[str]]:
+    """GEO tree with two 10x samples (PBMC cells 0-299 and 300-549) at ``tmp/geo``.
+
+    Sample GSM8000001 (donor D1, age 30) and GSM8000002 (donor D2, age 40); the
+    tree is built once per process and copied, to keep tests fast.
+    """
+    if accession not in _TREE_CACHE:
+        import atexit
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="geovae_geo_tree_"))
+        atexit.register(shutil.rmtree, base, True)
+        _TREE_CACHE[accession] = _build_two_sample_series(base, accession)
+    root = tmp / "geo"
+    shutil.copytree(_TREE_CACHE[accession], root)
+    return root, ["GSM8000001", "GSM8000002"]
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from geovae.preprocessing import (
     hvg,
     hvp,
     model_input,
+    preprocess,
     preprocess_atac,
     preprocess_rna,
     qc_atac,
@@ -213,6 +214,27 @@ def test_preprocess_rna_output_convention(sim_rna):
     z = batch_input(out, np.arange(out.n_obs))
     assert np.abs(z).max() <= 10.0
     assert np.abs(z.mean(0)).max() < 0.05  # ~0 (exactly 0 before clipping)
+
+
+def test_preprocessed_h5ad_round_trip(sim_rna, tmp_path):
+    import anndata
+
+    out = preprocess_rna(sim_rna, n_top_genes=200)
+    path = tmp_path / "pre.h5ad"
+    out.write_h5ad(path, compression="gzip")
+    back = anndata.read_h5ad(path)
+    assert sp.issparse(back.X) and sp.issparse(back.layers["counts"])
+    assert back.uns["simulated"] and "program_usage" in back.obsm
+    np.testing.assert_array_equal(batch_input(back, np.arange(50)), batch_input(out, np.arange(50)))
+
+
+def test_preprocess_dispatches_and_rejects_unknown_settings(sim_rna):
+    out = preprocess(sim_rna, "rna", min_genes=100, n_top_genes=200)
+    assert out.uns["geovae_preprocess"]["modality"] == "rna" and out.n_vars == 200
+    with pytest.raises(ValueError, match="unknown rna setting"):
+        preprocess(sim_rna, "rna", n_top_peaks=100)
+    with pytest.raises(ValueError, match="modality"):
+        preprocess(sim_rna, "protein")
 
 
 # --------------------------------------------------------------------------- ATAC pipeline

@@ -24,10 +24,14 @@ def _snakemake(*args: str, cwd: Path, timeout: int = 900) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """Run the workflow once on pbmc68k (builtin) + a simulated scATAC h5ad given as a local file."""
+    """Run the workflow once on pbmc68k (builtin), a simulated scATAC h5ad given as a local file and a
+    two-sample 10x GEO series served by a loopback HTTP server (real GEOparse, real downloads)."""
+    from geo_server import serve_directory, two_sample_series
+
     from geovae.data.simulate import simulate_atac
 
     work = tmp_path_factory.mktemp("tiny_run")
+    geo_root, _ = two_sample_series(work)
     atac = simulate_atac(n_cells=240, n_peaks=1500, n_types=3, seed=1)
     atac.write_h5ad(work / "sim_atac_local.h5ad")
     sheet = pd.DataFrame([
@@ -36,19 +40,23 @@ def tiny_run(tmp_path_factory) -> Path:
         {"dataset": "atac_local", "source": "local", "accession": "", "path": str(work / "sim_atac_local.h5ad"),
          "modality": "atac", "species": "simulated", "label_key": "cell_type", "batch_key": "",
          "data_type": "trajectory"},
+        {"dataset": "geo_pbmc", "source": "geo", "accession": "GSE999001", "path": "", "modality": "rna",
+         "species": "human", "label_key": "", "batch_key": "sample", "data_type": "steady_state"},
     ])
     sheet.to_csv(work / "datasets.tsv", sep="\t", index=False)
     config = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
     config["datasets"] = str(work / "datasets.tsv")
     config["interpret"]["gene_sets"]["human"] = str(ROOT / "resources" / "go" / "GO_Biological_Process_2021_human.gmt.gz")
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = _snakemake("--cores", "2", "--configfile", str(work / "config.yaml"), cwd=work)
+    with serve_directory(geo_root) as server:
+        config["geo"] = {"base_url": server.url, "cache_dir": str(work / "geo_cache")}
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        proc = _snakemake("--cores", "2", "--configfile", str(work / "config.yaml"), cwd=work)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     return work
 
 
 def test_every_output_exists(tiny_run: Path) -> None:
-    for dataset in ("pbmc", "atac_local"):
+    for dataset in ("pbmc", "atac_local", "geo_pbmc"):
         base = tiny_run / "results" / dataset
         assert (base / "raw.h5ad").exists() and (base / "preprocessed.h5ad").exists()
         manifest = json.loads((base / "acquire_manifest.json").read_text())
@@ -73,12 +81,21 @@ def test_embedding_and_metrics_content(tiny_run: Path) -> None:
         assert emb.obsm[key].shape == (emb.n_obs, 2) and np.isfinite(emb.obsm[key]).all()
     metrics = pd.read_csv(tiny_run / "results" / "metrics.tsv", sep="\t")
     assert list(metrics.columns[:5]) == ["dataset", "model", "seed", "metric", "value"]
-    assert set(metrics["dataset"]) == {"pbmc", "atac_local"}
+    assert set(metrics["dataset"]) == {"pbmc", "atac_local", "geo_pbmc"}
+    geo = metrics[metrics["dataset"] == "geo_pbmc"].set_index("metric")["value"]
+    assert 1.0 <= geo["iLISI"] <= 2.0 and "NMI" not in geo.index  # batches = the 2 GEO samples, no labels
     pbmc = metrics[metrics["dataset"] == "pbmc"].set_index("metric")["value"]
     for name in ("NMI", "ARI", "ASW", "CAL", "DAV", "COR", "DC_umap", "Q_local_umap", "Q_global_umap",
                  "overall_embedding_quality_tsne", "manifold_dimensionality", "overall_intrinsic_quality"):
         assert name in pbmc.index and np.isfinite(pbmc[name]), name
     assert 0.0 <= pbmc["NMI"] <= 1.0
+
+
+def test_geo_dataset_keeps_sample_metadata(tiny_run: Path) -> None:
+    raw = ad.read_h5ad(tiny_run / "results" / "geo_pbmc" / "raw.h5ad")
+    assert set(raw.obs["sample"]) == {"GSM8000001", "GSM8000002"}
+    manifest = json.loads((tiny_run / "results" / "geo_pbmc" / "acquire_manifest.json").read_text())
+    assert "127.0.0.1" in json.dumps(manifest)
 
 
 def test_interpretation_outputs(tiny_run: Path) -> None:

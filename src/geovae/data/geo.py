@@ -37,7 +37,7 @@ import pandas as pd
 from anndata import AnnData
 
 from geovae.data.readers import find_10x_triplets, read_local
-from geovae.data.validate import check_counts
+from geovae.data.validate import as_counts_csr, check_counts
 
 __all__ = [
     "DEFAULT_GEO_BASE_URL",
@@ -662,6 +662,13 @@ def acquire_geo(
             f"{acc}: requested samples without a usable supplementary file: "
             + "; ".join(f"{g}: {sample_urls[g]}" for g in plan["skipped"])
         )
+    if samples is not None and plan["level"] == "series" and level != "series":
+        # a series-level file holds every sample: do not silently ignore `samples`
+        raise ValueError(
+            f"{acc}: requested samples {samples} have no usable per-sample file; only the "
+            f"series file(s) {plan['series']['files']} are usable (call with samples=None "
+            "or level='series' to read them)"
+        )
 
     records: list[dict[str, Any]] = []
     import requests
@@ -696,16 +703,14 @@ def acquire_geo(
             else:
                 adata = ad.concat(parts, join="outer", merge="same", fill_value=0)
             for col in adata.obs.columns:
-                if adata.obs[col].dtype == object:
-                    adata.obs[col] = pd.Categorical(adata.obs[col].astype(str))
+                if adata.obs[col].dtype == object:  # sample metadata; missing stays NaN
+                    adata.obs[col] = adata.obs[col].astype("category")
             used = [r["file"] for r in records]
         else:
             choice = plan["series"]
             paths = fetch("series", choice["files"], root / "suppl")
             adata = _read_group(choice["format"], paths)
             used = choice["files"]
-
-    from geovae.data.validate import as_counts_csr
 
     as_counts_csr(adata)
     check_counts(adata, source=f"{acc} ({', '.join(used)})")

@@ -198,11 +198,12 @@ def _resolve_10x_dir(path: Path, prefix: str | None) -> tuple[Path, dict[str, st
         m = _TENX_RE.match(path.name)
         if m is None:
             raise ValueError(f"{path}: not a 10x matrix.mtx file name")
-        prefix = m["prefix"] if prefix is None else prefix
     else:
         directory = path
     names = [p.name for p in directory.iterdir() if p.is_file()]
     triplets = find_10x_triplets(names)
+    if path.is_file():
+        triplets = [t for t in triplets if t["matrix"] == path.name]
     if prefix is not None:
         triplets = [t for t in triplets if t["prefix"] == prefix]
     if not triplets and path.is_dir():

@@ -184,7 +184,7 @@ def simulate_programs(
     adata.uns["simulation"] = {
         "generator": "simulate_programs",
         "note": SIMULATED_NOTE,
-        "model": "Splatter-style gamma-Poisson with identity/activity GEPs (beta-VAE study, sec. 2.1)",
+        "model": "Splatter-style gamma-Poisson, identity/activity GEPs (beta-VAE study, sec. 2.1)",
         "n_cells": int(n_cells),
         "n_genes": int(n_genes),
         "n_groups": int(n_groups),
@@ -217,7 +217,8 @@ def _peak_coordinates(
     for c, k in zip(chroms, counts, strict=True):
         if k == 0:
             continue
-        slots = np.sort(rng.choice(np.arange(10_000, 10_000 + max(200_000, 2 * k)), k, replace=False))
+        grid = np.arange(10_000, 10_000 + max(200_000, 2 * k))  # 1 kb slots from 10 Mb
+        slots = np.sort(rng.choice(grid, k, replace=False))
         chr_out.append(np.full(k, c))
         start_out.append(slots * 1000)
     chrom = np.concatenate(chr_out)

@@ -1,1 +1,54 @@
-"""geovae.metrics."""
+"""Evaluation metrics of latent spaces and their 2-D embeddings.
+
+Definitions follow ``/work/shared/reference/metrics.md`` (the LiVAE authors' evaluation,
+with AMI no longer reported as "ARI"). Everything works on numpy arrays; :func:`evaluate`
+runs the whole suite on an AnnData and returns a tidy table.
+
+- clustering: :func:`clustering_metrics` (NMI, ARI, AMI, ASW, ASW_label, CAL, DAV, COR),
+  :func:`leiden_metrics`, :func:`knn_accuracy`
+- embedding fidelity: :func:`embedding_fidelity` (DC, Q_local, Q_global, K_max,
+  overall_embedding_quality), :class:`LatentNeighbourhood` to share the latent side between
+  embeddings, :func:`coranking_qnx`, :func:`coranking_matrix`, :func:`subsample_indices`
+- intrinsic geometry: :func:`intrinsic_metrics`
+- batch mixing: :func:`ilisi`
+- program recovery: :func:`program_recovery`
+"""
+
+from .batch import ilisi, lisi_scores
+from .clustering import clustering_metrics, coupling_degree, knn_accuracy, leiden_metrics
+from .evaluate import evaluate
+from .fidelity import (
+    LatentNeighbourhood,
+    coranking_matrix,
+    coranking_qnx,
+    embedding_fidelity,
+    fidelity_from_qnx,
+    precompute_latent,
+    qnx_from_coranking,
+    rank_matrix,
+    subsample_indices,
+)
+from .intrinsic import covariance_spectrum, intrinsic_metrics
+from .programs import program_recovery
+
+__all__ = [
+    "LatentNeighbourhood",
+    "clustering_metrics",
+    "coranking_matrix",
+    "coranking_qnx",
+    "coupling_degree",
+    "covariance_spectrum",
+    "embedding_fidelity",
+    "evaluate",
+    "fidelity_from_qnx",
+    "ilisi",
+    "intrinsic_metrics",
+    "knn_accuracy",
+    "leiden_metrics",
+    "lisi_scores",
+    "precompute_latent",
+    "program_recovery",
+    "qnx_from_coranking",
+    "rank_matrix",
+    "subsample_indices",
+]

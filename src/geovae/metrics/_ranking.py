@@ -96,13 +96,16 @@ def _resort_runs(values: np.ndarray, order: np.ndarray, r: np.ndarray, c: np.nda
     order[rr, cc] = idx[perm]
 
 
-def argsort_with_ties(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def argsort_with_ties(x: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stable argsort of a 1-D non-negative float array, plus the positions of exact ties.
 
     Parameters
     ----------
     x
-        1-D float64, finite and ``>= 0``; not modified.
+        1-D float64, finite and ``>= 0`` (no ``-0.0``); not modified.
+    keys
+        Optional uint64 work buffer of ``x.size`` (reused across calls to avoid allocating
+        fresh memory); ``order`` is returned as a view of it.
 
     Returns
     -------
@@ -118,7 +121,10 @@ def argsort_with_ties(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bits = x.view(np.uint64)
     umin = bits.min()
     shift = np.uint64(_value_shift(int(bits.max() - umin), 64 - idx_bits))
-    keys = np.empty(n, dtype=np.uint64)
+    if keys is None:
+        keys = np.empty(n, dtype=np.uint64)
+    elif keys.shape != (n,) or keys.dtype != np.uint64:
+        raise ValueError(f"keys buffer must be uint64 of shape ({n},), got {keys.dtype} {keys.shape}")
     ib = np.uint64(idx_bits)
     for s in range(0, n, _CHUNK):
         k = keys[s : s + _CHUNK]
@@ -149,6 +155,10 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     the ~10^7 pairwise distances of a few thousand cells.
     """
     x = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    if np.signbit(x).any():
+        if (x < 0).any() or not np.isfinite(x).all():
+            raise ValueError("average_ranks expects finite values >= 0")
+        x = x + 0.0  # -0.0 -> +0.0
     order, tie_pos = argsort_with_ties(x)
     ranks = np.empty(x.size, dtype=np.float64)
     ranks[order] = rank_values(x.size, tie_pos)

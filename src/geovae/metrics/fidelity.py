@@ -16,27 +16,56 @@ Implementation: the top-left ``K x K`` block of ``Q`` counts the pairs whose *la
 ``<= K``, so ``Q_NX`` for every ``K`` is the cumulative sum of one histogram of
 ``max(rank_Z, rank_Y)``: no ``(n-1)^2`` co-ranking matrix and no loop over ``K`` (the
 explicit matrix is still available as :func:`coranking_matrix` for checks). Rows are
-processed in blocks, so besides the latent rank matrix (``n^2`` uint16) memory stays small.
+processed in blocks (threads), the latent rank matrix is ``n^2`` uint16, and ``DC`` needs a
+few arrays of one value per pair. Sorting uses packed uint64 keys (``_ranking``), exact.
 Everything is O(n^2): evaluate on a fixed subsample (:func:`subsample_indices`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from scipy.spatial.distance import cdist, pdist
 
-from ._ranking import average_ranks, stable_argsort_rows
+from ._ranking import _CHUNK, argsort_rows_self_first, argsort_with_ties, rank_values
 
 log = logging.getLogger("geovae.metrics")
 
 # Memory budget (bytes) of one float64 block of distance rows.
-_BLOCK_BYTES = 16 * 1024**2
+_BLOCK_BYTES = 2 * 1024**2
 _MIN_POINTS = 4
 
 FIDELITY_METRICS = ("DC", "Q_local", "Q_global", "K_max", "overall_embedding_quality")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def default_n_jobs() -> int:
+    """Threads used by default: the CPUs this process may run on, at most 8."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(8, available))
+
+
+def _map_ordered(func: Callable[[_T], _R], items: Iterable[_T], n_jobs: int | None) -> list[_R]:
+    """``[func(x) for x in items]``, on threads when ``n_jobs > 1`` (numpy releases the GIL).
+
+    Results keep the order of ``items``, so reductions over them are deterministic.
+    """
+    n_jobs = default_n_jobs() if n_jobs is None else n_jobs
+    items = list(items)
+    if n_jobs <= 1 or len(items) <= 1:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(func, items))
 
 
 def subsample_indices(n: int, n_max: int | None, seed: int = 0) -> np.ndarray:
@@ -94,16 +123,19 @@ def _neighbour_order(X: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop``: all points sorted by Euclidean distance, self first, ties by index."""
     dist = cdist(X[start:stop], X, metric="sqeuclidean")
     np.sqrt(dist, out=dist)
-    return stable_argsort_rows(dist, first=np.arange(start, stop))
+    return argsort_rows_self_first(dist, np.arange(start, stop))
 
 
-def rank_matrix(X: np.ndarray) -> np.ndarray:
+def rank_matrix(X: np.ndarray, n_jobs: int | None = None) -> np.ndarray:
     """Neighbourhood rank matrix: ``R[i, j]`` = rank of ``j`` among the neighbours of ``i``.
 
     Parameters
     ----------
     X
         ``(n, d)`` points.
+    n_jobs
+        Threads over row blocks (default :func:`default_n_jobs`); the result does not
+        depend on it.
 
     Returns
     -------
@@ -115,10 +147,17 @@ def rank_matrix(X: np.ndarray) -> np.ndarray:
     X = _as_points(X, "X")
     n = X.shape[0]
     ranks = np.empty((n, n), dtype=_rank_dtype(n))
-    positions = np.arange(n, dtype=ranks.dtype)
-    for start, stop in _row_blocks(n):
+    blocks = list(_row_blocks(n))
+    # positions 0..n-1 repeated for every row of the largest block
+    positions = np.tile(np.arange(n, dtype=ranks.dtype), blocks[0][1] - blocks[0][0])
+
+    def fill(block: tuple[int, int]) -> None:
+        start, stop = block
         order = _neighbour_order(X, start, stop)
-        np.put_along_axis(ranks[start:stop], order, positions[None, :], axis=1)
+        order += (np.arange(stop - start) * n)[:, None]
+        ranks[start:stop].reshape(-1)[order.reshape(-1)] = positions[: order.size]
+
+    _map_ordered(fill, blocks, n_jobs)
     return ranks
 
 
@@ -127,11 +166,16 @@ class LatentNeighbourhood:
 
     Holds the rank matrix of ``Z`` and the centred ranks of its condensed pairwise
     distances, so that UMAP and t-SNE of the same ``Z`` only pay for their own side.
+    Memory: ``n^2`` uint16 plus ``n (n-1) / 2`` int32 ranks and two float64/uint64 work
+    buffers of that size (~300 MB at 5,000 points). Not safe to share between threads.
 
     Parameters
     ----------
     Z
         ``(n, d)`` latent matrix (``n >= 4``).
+    n_jobs
+        Threads for this and every embedding scored against it (default
+        :func:`default_n_jobs`); results do not depend on it.
 
     Attributes
     ----------
@@ -141,32 +185,123 @@ class LatentNeighbourhood:
         ``(n, n)`` rank matrix of ``Z`` (see :func:`rank_matrix`).
     """
 
-    def __init__(self, Z: np.ndarray) -> None:
+    def __init__(self, Z: np.ndarray, n_jobs: int | None = None) -> None:
         Z = _as_points(Z, "Z")
         self.n: int = Z.shape[0]
-        self.ranks: np.ndarray = rank_matrix(Z)
-        self._dist_ranks, self._dist_norm = _centred_distance_ranks(Z)
+        self.n_jobs = n_jobs
+        self.ranks: np.ndarray = rank_matrix(Z, n_jobs=n_jobs)
+        # Work buffers of one value per pair, reused by every embedding: allocating fresh
+        # n(n-1)/2-sized arrays for each call costs page faults comparable to the sort.
+        self._dist = pdist(Z)
+        self._keys = np.empty(self._dist.size, dtype=np.uint64)
+        self._zero_pairs = np.flatnonzero(self._dist == 0.0)
+        order, tie_pos = argsort_with_ties(self._dist, keys=self._keys)
+        # Centred average ranks r - (N+1)/2 of the pair distances, stored doubled as exact
+        # integers (average ranks are multiples of 1/2): half the memory of float64.
+        n_pairs = self._dist.size
+        twice = np.empty(n_pairs, dtype=np.int32 if n_pairs < 2**31 - 1 else np.int64)
+        if tie_pos.size:
+            twice[order] = (2 * rank_values(n_pairs, tie_pos) - (n_pairs + 1)).astype(twice.dtype)
+        else:
+            for s in range(0, n_pairs, _CHUNK):
+                e = min(n_pairs, s + _CHUNK)
+                twice[order[s:e]] = np.arange(2 * s + 1 - n_pairs, 2 * e + 1 - n_pairs, 2, dtype=twice.dtype)
+        del order
+        self._twice_ranks = twice
+        self._sum = 0.5 * float(twice.sum(dtype=np.int64))
+        norm2 = 0.0
+        for s in range(0, n_pairs, _CHUNK):
+            chunk = twice[s : s + _CHUNK].astype(np.float64)
+            norm2 += float(np.einsum("i,i->", chunk, chunk))
+        self._norm2 = 0.25 * norm2
 
-    def spearman_distance_correlation(self, Y: np.ndarray) -> float:
-        """``DC``: Spearman correlation of the pairwise distances of ``Z`` and ``Y``."""
+    def distance_correlations(self, Y: np.ndarray) -> tuple[float, float]:
+        """Spearman correlations of the pairwise distances of ``Z`` and ``Y``.
+
+        Returns
+        -------
+        tuple of float
+            ``(DC, DC_pairs)``: ``DC`` over the full ``n x n`` distance matrices flattened
+            (diagonal zeros and both triangles included, as the LiVAE authors compute it);
+            ``DC_pairs`` over the ``n (n-1) / 2`` distinct pairs. They differ by O(1/n).
+        """
         Y = self._check(Y)
-        ranks_y, norm_y = _centred_distance_ranks(Y)
-        if self._dist_norm == 0.0 or norm_y == 0.0:
+        n = self.n
+        n_pairs = self._twice_ranks.size
+        dist_y = pdist(Y, out=self._dist)
+        zeros_y = int(np.count_nonzero(dist_y == 0.0))
+        order, tie_pos = argsort_with_ties(dist_y, keys=self._keys)
+        centre = (n_pairs + 1) / 2.0
+        twice_a = self._twice_ranks
+        # Centred Y ranks by sorted position: rank_y[order[k]] = values[k].
+        if tie_pos.size:
+            values = rank_values(n_pairs, tie_pos) - centre
+            sum_b, norm2_b = float(values.sum()), float(np.einsum("i,i->", values, values))
+        else:
+            values = None
+            sum_b, norm2_b = 0.0, n_pairs * (n_pairs**2 - 1.0) / 12.0
+
+        steps = np.arange(_CHUNK, dtype=np.float64)
+
+        def partial_cross(s: int) -> float:
+            e = min(n_pairs, s + _CHUNK)
+            a = twice_a.take(order[s:e]).astype(np.float64)
+            a *= 0.5
+            if values is not None:
+                return float(np.einsum("i,i->", a, values[s:e]))
+            # Y rank at sorted position k is k + 1 - centre = (s + 1 - centre) + (k - s)
+            return float((s + 1 - centre) * a.sum() + np.einsum("i,i->", a, steps[: e - s]))
+
+        cross = float(sum(_map_ordered(partial_cross, range(0, n_pairs, _CHUNK), self.n_jobs)))
+        if self._norm2 == 0.0 or norm2_b == 0.0:
             log.warning("DC undefined: all pairwise distances are equal in Z or in Y; reporting NaN")
-            return float("nan")
-        return float(np.dot(self._dist_ranks, ranks_y) / (self._dist_norm * norm_y))
+            return float("nan"), float("nan")
+        dc_pairs = cross / np.sqrt(self._norm2 * norm2_b)
+
+        # Full matrices: each pair twice plus n diagonal zeros. With r the centred pair ranks,
+        # the centred full rank of a pair is 2 r + n/2 (distance > 0) or 2 r (distance 0) and
+        # that of a diagonal entry z + n/2 - n^2/2 (z = number of zero distances).
+        zeros_a = self._zero_pairs.size
+        y_first = values[:zeros_y] if values is not None else np.arange(1, zeros_y + 1) - centre
+        a_on_pos_b = self._sum - 0.5 * float(twice_a[order[:zeros_y]].sum(dtype=np.int64))
+        a_on_pos_a = self._sum - 0.5 * float(twice_a[self._zero_pairs].sum(dtype=np.int64))
+        b_on_pos_b = sum_b - float(np.sum(y_first))
+        if zeros_a:
+            at = np.flatnonzero(np.isin(order, self._zero_pairs))
+            y_at = values[at] if values is not None else at + 1 - centre
+            b_on_pos_a = sum_b - float(np.sum(y_at))
+            both_zero = int(np.count_nonzero(dist_y[self._zero_pairs] == 0.0))
+        else:
+            b_on_pos_a, both_zero = sum_b, 0
+        both_pos = n_pairs - zeros_a - zeros_y + both_zero
+        h = n / 2.0
+        ab = 4 * cross + n * a_on_pos_b + n * b_on_pos_a + h * h * both_pos
+        aa = 4 * self._norm2 + 2 * n * a_on_pos_a + h * h * (n_pairs - zeros_a)
+        bb = 4 * norm2_b + 2 * n * b_on_pos_b + h * h * (n_pairs - zeros_y)
+        diag_a = zeros_a + h - n * h
+        diag_b = zeros_y + h - n * h
+        cov = 2 * ab + n * diag_a * diag_b
+        var_a = 2 * aa + n * diag_a**2
+        var_b = 2 * bb + n * diag_b**2
+        return float(cov / np.sqrt(var_a * var_b)), float(dc_pairs)
 
     def qnx(self, Y: np.ndarray) -> np.ndarray:
         """``Q_NX(K)`` for ``K = 1..n-2`` (see :func:`coranking_qnx`)."""
         Y = self._check(Y)
         n = self.n
-        hist = np.zeros(n, dtype=np.int64)
         positions = np.arange(n, dtype=self.ranks.dtype)[None, :]
-        for start, stop in _row_blocks(n):
-            order_y = _neighbour_order(Y, start, stop)  # column k holds the point of Y-rank k
-            rank_z = np.take_along_axis(self.ranks[start:stop], order_y, axis=1)
+
+        def block_hist(block: tuple[int, int]) -> np.ndarray:
+            start, stop = block
+            order_y = _neighbour_order(Y, start, stop)  # column k: the point of Y-rank k
+            order_y += (np.arange(stop - start) * n)[:, None]
+            rank_z = self.ranks[start:stop].ravel().take(order_y)  # its Z-rank
             np.maximum(rank_z, positions, out=rank_z)
-            hist += np.bincount(rank_z.ravel(), minlength=n)
+            return np.bincount(rank_z.ravel(), minlength=n)
+
+        hist = np.zeros(n, dtype=np.int64)
+        for block in _map_ordered(block_hist, _row_blocks(n), self.n_jobs):
+            hist += block
         # hist[m] = ordered pairs whose larger rank is m (hist[0] = the n self pairs).
         k = np.arange(1, n - 1, dtype=np.float64)
         return np.cumsum(hist[1 : n - 1]) / (k * n)
@@ -178,24 +313,20 @@ class LatentNeighbourhood:
         return Y
 
 
-def precompute_latent(Z: np.ndarray) -> LatentNeighbourhood:
+def precompute_latent(Z: np.ndarray, n_jobs: int | None = None) -> LatentNeighbourhood:
     """Build the reusable :class:`LatentNeighbourhood` of ``Z``."""
-    return LatentNeighbourhood(Z)
+    return LatentNeighbourhood(Z, n_jobs=n_jobs)
 
 
-def _centred_distance_ranks(X: np.ndarray) -> tuple[np.ndarray, float]:
-    ranks = average_ranks(pdist(X))
-    ranks -= (ranks.size + 1) / 2.0  # average ranks always sum to N(N+1)/2
-    return ranks, float(np.sqrt(np.dot(ranks, ranks)))
-
-
-def coranking_qnx(Z: np.ndarray, Y: np.ndarray, latent: LatentNeighbourhood | None = None) -> np.ndarray:
+def coranking_qnx(
+    Z: np.ndarray | None, Y: np.ndarray, latent: LatentNeighbourhood | None = None
+) -> np.ndarray:
     """Quality of neighbourhood preservation ``Q_NX(K)`` for every ``K = 1..n-2``.
 
     Parameters
     ----------
     Z
-        ``(n, d)`` latent matrix (ignored when ``latent`` is given).
+        ``(n, d)`` latent matrix; may be None when ``latent`` is given.
     Y
         ``(n, 2)`` embedding of the same points.
     latent
@@ -206,7 +337,10 @@ def coranking_qnx(Z: np.ndarray, Y: np.ndarray, latent: LatentNeighbourhood | No
     numpy.ndarray
         float64 array of length ``n - 2``; entry ``K - 1`` is ``Q_NX(K)``.
     """
-    latent = latent if latent is not None else LatentNeighbourhood(Z)
+    if latent is None:
+        if Z is None:
+            raise ValueError("coranking_qnx needs Z or a precomputed latent neighbourhood")
+        latent = LatentNeighbourhood(Z)
     return latent.qnx(Y)
 
 
@@ -288,8 +422,9 @@ def embedding_fidelity(
     Returns
     -------
     dict
-        ``DC``, ``Q_local``, ``Q_global``, ``K_max`` (1-based, as float) and
-        ``overall_embedding_quality``.
+        ``DC``, ``Q_local``, ``Q_global``, ``K_max`` (1-based, as float),
+        ``overall_embedding_quality`` and ``DC_pairs`` (Spearman over the distinct pairs
+        only, the upper triangle; ``DC`` is over the full matrices as the authors compute it).
     """
     if latent is None:
         if Z is None:
@@ -297,5 +432,7 @@ def embedding_fidelity(
         latent = LatentNeighbourhood(Z)
     elif Z is not None and np.shape(Z)[0] != latent.n:
         raise ValueError(f"Z has {np.shape(Z)[0]} points but the latent neighbourhood has {latent.n}")
-    dc = latent.spearman_distance_correlation(Y)
-    return fidelity_from_qnx(latent.qnx(Y), dc)
+    dc, dc_pairs = latent.distance_correlations(Y)
+    out = fidelity_from_qnx(latent.qnx(Y), dc)
+    out["DC_pairs"] = dc_pairs
+    return out

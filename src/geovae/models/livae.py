@@ -239,7 +239,8 @@ class LiVAE:
     @torch.no_grad()
     def _encode_all(self, adata: Any | None, batch_size: int, give_mean: bool, bottleneck: bool) -> np.ndarray:
         adata = self.adata if adata is None else adata
-        _check_var_names(self.var_names, adata, "get_latent_representation")
+        what = "get_bottleneck_representation" if bottleneck else "get_latent_representation"
+        _check_var_names(self.var_names, adata, what)
         data = AnnDataBatches(adata.X, None, self.input_transform)
         self.module.eval()
         device = self.device

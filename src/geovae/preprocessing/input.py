@@ -150,7 +150,9 @@ def batch_input(adata: AnnData, index: ArrayLike | slice) -> np.ndarray:
         Dense float32 ``(n_batch, n_features)`` array.
     """
     if "geovae_input" not in adata.uns:
-        raise KeyError("adata.uns['geovae_input'] is missing: run preprocess_rna/preprocess_atac first")
+        raise KeyError(
+            "adata.uns['geovae_input'] is missing: run preprocess_rna/preprocess_atac first"
+        )
     spec = adata.uns["geovae_input"]
     clip = spec.get("clip")
     if bool(spec.get("center_scale", False)):

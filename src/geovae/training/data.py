@@ -15,6 +15,13 @@ def _to_dense(X: Any) -> np.ndarray:
     return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
+def _as_row_indexable(M: Any) -> Any:
+    """CSR for sparse input (cheap row slicing); dense arrays unchanged."""
+    if sp.issparse(M):
+        return M if M.format == "csr" else M.tocsr()
+    return np.asarray(M)
+
+
 def _local_model_input(
     X_batch: Any, mean: np.ndarray | None, std: np.ndarray | None, clip: float | None
 ) -> np.ndarray:
@@ -123,8 +130,8 @@ class AnnDataBatches:
     """
 
     def __init__(self, X: Any, counts: Any | None, transform: InputTransform) -> None:
-        self.X = X.tocsr() if sp.issparse(X) and not sp.isspmatrix_csr(X) else X
-        self.counts = counts.tocsr() if counts is not None and sp.issparse(counts) and not sp.isspmatrix_csr(counts) else counts
+        self.X = _as_row_indexable(X)
+        self.counts = None if counts is None else _as_row_indexable(counts)
         self.transform = transform
         self.library: np.ndarray | None = None
         if counts is not None:

@@ -1,0 +1,246 @@
+"""Clustering and label-structure metrics of a latent space ``Z``.
+
+Definitions (``/work/shared/reference/metrics.md``, section 1): KMeans with ``k`` = number
+of distinct labels (``random_state=42``, ``n_init=10``) gives the predicted clusters;
+
+- ``NMI``, ``ARI`` (the true adjusted Rand index), ``AMI``: labels vs KMeans clusters;
+- ``ASW``: silhouette of ``Z`` with the *KMeans* clusters (as the LiVAE authors compute it),
+  ``ASW_label``: silhouette with the ground-truth labels;
+- ``CAL`` (Calinski-Harabasz) and ``DAV`` (Davies-Bouldin) with the KMeans clusters;
+- ``COR`` (coupling degree): mean over latent dimensions of the summed absolute Pearson
+  correlation with the other dimensions.
+
+Extra, under their own names: ``NMI_leiden`` / ``ARI_leiden`` (Leiden on the kNN graph of
+``Z``, best resolution by NMI) and ``kNN_accuracy`` (cross-validated kNN label accuracy).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.cluster import KMeans
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    normalized_mutual_info_score,
+    silhouette_score,
+)
+
+log = logging.getLogger("geovae.metrics")
+
+DEFAULT_RESOLUTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 21))
+
+
+def _as_latent(Z: np.ndarray) -> np.ndarray:
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.ndim != 2:
+        raise ValueError(f"Z must be a 2-D (n_cells x n_dims) array, got shape {Z.shape}")
+    if not np.isfinite(Z).all():
+        raise ValueError("Z contains NaN or infinite values")
+    return Z
+
+
+def _encode_labels(labels: Sequence | np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of the labelled cells and the boolean mask of those cells."""
+    labels = pd.Series(labels).reset_index(drop=True)
+    if labels.size != n:
+        raise ValueError(f"labels has {labels.size} entries but Z has {n} rows")
+    mask = ~pd.isna(labels).to_numpy()
+    codes, _ = pd.factorize(labels[mask], sort=True)
+    return codes.astype(np.int64), mask
+
+
+def coupling_degree(Z: np.ndarray) -> float:
+    """``COR``: mean over dimensions of the summed |Pearson r| with the other dimensions.
+
+    ``C = |corrcoef(Z.T)|``, ``COR = mean(C.sum(axis=1) - 1)``; 0 for uncorrelated
+    dimensions, ``d - 1`` when all ``d`` dimensions are copies of one another.
+    A constant dimension has no correlation: NaN with a warning.
+    """
+    Z = _as_latent(Z)
+    if Z.shape[1] == 1:
+        return 0.0
+    if np.any(Z.std(axis=0) == 0):
+        log.warning("COR undefined: Z has a constant dimension; reporting NaN")
+        return float("nan")
+    corr = np.abs(np.atleast_2d(np.corrcoef(Z, rowvar=False)))
+    return float(np.mean(corr.sum(axis=1) - 1.0))
+
+
+def clustering_metrics(
+    Z: np.ndarray,
+    labels: Sequence | np.ndarray,
+    seed: int = 42,
+    silhouette_indices: np.ndarray | None = None,
+) -> dict[str, float]:
+    """KMeans-based clustering metrics of ``Z`` against ground-truth labels.
+
+    Parameters
+    ----------
+    Z
+        ``(n, d)`` latent matrix.
+    labels
+        ``n`` ground-truth labels; missing values (NaN/None) drop the cell from every metric
+        except ``COR`` (computed on all cells).
+    seed
+        ``random_state`` of KMeans (``n_clusters`` = number of distinct labels, ``n_init=10``).
+    silhouette_indices
+        Optional row indices (into ``Z``) on which both silhouettes are computed, to bound
+        their O(n^2) cost; unlabelled cells among them are skipped. Default: all cells.
+
+    Returns
+    -------
+    dict
+        ``NMI``, ``ARI``, ``AMI``, ``ASW``, ``ASW_label``, ``CAL``, ``DAV``, ``COR``.
+    """
+    Z = _as_latent(Z)
+    codes, mask = _encode_labels(labels, Z.shape[0])
+    k = int(codes.max()) + 1 if codes.size else 0
+    if k < 2:
+        raise ValueError(f"clustering metrics need at least 2 distinct labels, got {k}")
+    Zl = Z[mask]
+    pred = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(Zl)
+    n_pred = np.unique(pred).size
+    out = {
+        "NMI": float(normalized_mutual_info_score(codes, pred)),
+        "ARI": float(adjusted_rand_score(codes, pred)),
+        "AMI": float(adjusted_mutual_info_score(codes, pred)),
+    }
+    if silhouette_indices is None:
+        sil_rows = np.arange(Zl.shape[0])
+    else:
+        # positions among the labelled cells of the requested rows that are labelled
+        labelled_pos = np.cumsum(mask) - 1
+        rows = np.asarray(silhouette_indices, dtype=np.int64)
+        sil_rows = labelled_pos[rows[mask[rows]]]
+    out["ASW"] = _silhouette(Zl[sil_rows], pred[sil_rows], "ASW")
+    out["ASW_label"] = _silhouette(Zl[sil_rows], codes[sil_rows], "ASW_label")
+    if n_pred < 2:
+        log.warning("CAL/DAV undefined: KMeans found a single cluster; reporting NaN")
+        out["CAL"] = out["DAV"] = float("nan")
+    else:
+        out["CAL"] = float(calinski_harabasz_score(Zl, pred))
+        out["DAV"] = float(davies_bouldin_score(Zl, pred))
+    out["COR"] = coupling_degree(Z)
+    return out
+
+
+def _silhouette(X: np.ndarray, groups: np.ndarray, name: str) -> float:
+    n_groups = np.unique(groups).size
+    if not 2 <= n_groups <= X.shape[0] - 1:
+        log.warning("%s undefined: %d groups among %d cells; reporting NaN", name, n_groups, X.shape[0])
+        return float("nan")
+    return float(silhouette_score(X, groups))
+
+
+def leiden_metrics(
+    Z: np.ndarray,
+    labels: Sequence | np.ndarray,
+    resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
+    n_neighbors: int = 15,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Leiden clustering of the kNN graph of ``Z`` scored against the labels.
+
+    The graph is scanpy's default neighbour graph (exact ``n_neighbors`` neighbours, self
+    included, UMAP fuzzy-set connectivities; computed in numpy by
+    :func:`geovae.metrics._graph.umap_connectivities`). Each resolution is clustered by
+    igraph's Leiden (modularity objective with resolution, connectivities as weights,
+    iterated to convergence, igraph's RNG seeded with ``seed``); the resolution with the best
+    NMI is kept.
+
+    Parameters
+    ----------
+    Z
+        ``(n, d)`` latent matrix.
+    labels
+        ``n`` labels; missing values drop the cell (before the graph is built).
+    resolutions
+        Resolutions to sweep (default 0.1, 0.2, ..., 2.0).
+    n_neighbors
+        Neighbours of the kNN graph (the cell itself included, as in scanpy).
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    dict
+        ``NMI_leiden``, ``ARI_leiden`` (at the best resolution), ``leiden_resolution`` and
+        ``leiden_n_clusters``.
+    """
+    import igraph as ig
+
+    from ._graph import knn, umap_connectivities
+
+    Z = _as_latent(Z)
+    codes, mask = _encode_labels(labels, Z.shape[0])
+    if not len(resolutions):
+        raise ValueError("leiden_metrics needs at least one resolution")
+    Zl = Z[mask]
+    if Zl.shape[0] <= n_neighbors:
+        raise ValueError(
+            f"leiden_metrics needs more than n_neighbors={n_neighbors} labelled cells, got {Zl.shape[0]}"
+        )
+    upper = sp.triu(umap_connectivities(*knn(Zl, n_neighbors)), k=1).tocoo()
+    graph = ig.Graph(n=Zl.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
+    weights = upper.data.astype(np.float64).tolist()
+    best: dict[str, float] | None = None
+    try:
+        for res in resolutions:
+            ig.set_random_number_generator(random.Random(seed))
+            part = graph.community_leiden(
+                objective_function="modularity", weights=weights, resolution=float(res), n_iterations=-1
+            )
+            pred = np.asarray(part.membership)
+            nmi = float(normalized_mutual_info_score(codes, pred))
+            if best is None or nmi > best["NMI_leiden"]:
+                best = {
+                    "NMI_leiden": nmi,
+                    "ARI_leiden": float(adjusted_rand_score(codes, pred)),
+                    "leiden_resolution": float(res),
+                    "leiden_n_clusters": float(np.unique(pred).size),
+                }
+    finally:
+        ig.set_random_number_generator(random)  # igraph's default: the random module
+    assert best is not None
+    return best
+
+
+def knn_accuracy(
+    Z: np.ndarray, labels: Sequence | np.ndarray, k: int = 15, folds: int = 5, seed: int = 0
+) -> dict[str, float]:
+    """Cross-validated accuracy of a ``k``-nearest-neighbour label classifier on ``Z``.
+
+    Stratified ``folds``-fold split (shuffled with ``seed``; plain KFold when a label has
+    fewer than ``folds`` cells); mean accuracy over the folds.
+
+    Returns
+    -------
+    dict
+        ``kNN_accuracy``.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+
+    Z = _as_latent(Z)
+    codes, mask = _encode_labels(labels, Z.shape[0])
+    Zl = Z[mask]
+    if Zl.shape[0] < folds:
+        raise ValueError(f"knn_accuracy needs at least folds={folds} labelled cells, got {Zl.shape[0]}")
+    counts = np.bincount(codes)
+    if counts.min() >= folds:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    accs = []
+    for train, test in splitter.split(Zl, codes):
+        clf = KNeighborsClassifier(n_neighbors=min(k, train.size)).fit(Zl[train], codes[train])
+        accs.append(float(np.mean(clf.predict(Zl[test]) == codes[test])))
+    return {"kNN_accuracy": float(np.mean(accs))}
