@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     adata = ad.read_h5ad(snakemake.input[0])
     params = resolve_params(adata, snakemake.params.model_params)
     model = fit_model(adata, model=wc.model, params=params, train=snakemake.params.train,
-                      device=snakemake.params.device, seed=int(wc.seed), progress_bar=False)
+                      device=snakemake.params.device, seed=int(wc.seed), progress_bar=True)
     bottleneck = model.get_bottleneck_representation() if hasattr(model, "get_bottleneck_representation") else None
     write_latent_table(snakemake.output.latent, adata.obs_names, model.get_latent_representation(), bottleneck)
     model.history.to_csv(snakemake.output.history, sep="\t", index=False)
