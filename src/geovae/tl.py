@@ -10,6 +10,7 @@ Keys written:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import anndata as ad
@@ -21,14 +22,32 @@ from geovae.embedding import tsne_2d, umap_2d
 DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "zinb"}
 
 
-def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Copy ``params`` and replace ``likelihood: auto`` by the modality's default.
+def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None, model_cls: type | None = None) -> dict[str, Any]:
+    """Copy ``params`` and resolve ``likelihood``: ``"auto"`` (or absent, for a model class that takes a
+    ``likelihood`` argument) becomes the modality's default (NB for RNA, ZINB for ATAC).
 
     The modality is read from ``adata.uns["geovae_input"]["modality"]`` (set by the preprocessing
     functions) and defaults to RNA.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data (its ``uns["geovae_input"]`` names the modality).
+    params
+        Model hyperparameters; not modified.
+    model_cls
+        Model class; when it takes a ``likelihood`` argument an absent one is resolved too.
+
+    Returns
+    -------
+    dict
+        A copy of ``params`` with a concrete ``likelihood``.
     """
     resolved = dict(params or {})
-    if resolved.get("likelihood", "auto") == "auto" and "likelihood" in resolved:
+    takes_likelihood = model_cls is not None and any(
+        "likelihood" in inspect.signature(klass.__init__).parameters
+        for klass in model_cls.__mro__ if "__init__" in vars(klass))
+    if resolved.get("likelihood", "auto") == "auto" and ("likelihood" in resolved or takes_likelihood):
         modality = adata.uns.get("geovae_input", {}).get("modality", "rna")
         resolved["likelihood"] = DEFAULT_LIKELIHOOD[modality]
     return resolved
@@ -66,7 +85,7 @@ def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any]
 
     cls = get_model(model)
     cls.setup_anndata(adata, layer=layer, batch_key=batch_key)
-    instance = cls(adata, **resolve_params(adata, params))
+    instance = cls(adata, **resolve_params(adata, params, cls))
     instance.train(device=device, seed=seed, progress_bar=progress_bar, **dict(train or {}))
     return instance
 
@@ -77,7 +96,26 @@ def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
     """Train ``model`` on ``adata`` and store its latent means in ``obsm[key_added]``.
 
     Also stores ``obsm["X_bottleneck"]`` when the model has a bottleneck and the run provenance in
-    ``uns["geovae_train"]``. Other keyword arguments go to :func:`fit_model`.
+    ``uns["geovae_train"]``.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data (``layers["counts"]`` raw counts, ``.X`` normalized input); modified in place.
+    model
+        Registry name (default ``"livae"``).
+    key_added
+        ``obsm`` key of the latent means (default ``"X_<model>"``; the pipeline uses ``"X_latent"``).
+    params
+        Model hyperparameters (defaults: the model's, LiVAE paper section 2.7).
+    train
+        Keyword arguments of ``model.train`` (``max_epochs``, ``batch_size``, ``lr``, ...).
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    seed
+        Seed of weights, minibatch order and validation split.
+    **kwargs
+        Passed to :func:`fit_model` (``layer``, ``batch_key``, ``progress_bar``).
 
     Returns
     -------
@@ -85,23 +123,67 @@ def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
     """
     instance = fit_model(adata, model=model, params=params, train=train, device=device, seed=seed, **kwargs)
     adata.obsm[key_added or f"X_{model}"] = instance.get_latent_representation()
-    if hasattr(instance, "get_bottleneck_representation"):
-        bottleneck = instance.get_bottleneck_representation()
-        if bottleneck is not None:
-            adata.obsm["X_bottleneck"] = bottleneck
-    adata.uns["geovae_train"] = dict(getattr(instance, "metadata", {}))
+    if getattr(instance, "has_bottleneck", False):
+        adata.obsm["X_bottleneck"] = instance.get_bottleneck_representation()
+    adata.uns["geovae_train"] = _h5ad_safe(dict(getattr(instance, "metadata", {})))
     return instance
+
+
+def _h5ad_safe(record: Any) -> Any:
+    """JSON round-trip of ``record`` with ``None`` as ``""`` so h5ad can store it in ``uns``."""
+    import json
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return "" if value is None else value
+
+    return clean(json.loads(json.dumps(record, default=str)))
 
 
 def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = 15, min_dist: float = 0.5,
          seed: int = 0, key_added: str = "X_umap") -> None:
-    """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.umap_2d`)."""
+    """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.umap_2d`).
+
+    Parameters
+    ----------
+    adata
+        AnnData with the latent in ``obsm[use_rep]``; modified in place.
+    use_rep
+        ``obsm`` key of the latent.
+    n_neighbors
+        Local neighbourhood size (15, umap-learn default; McInnes et al. 2018).
+    min_dist
+        Minimum distance between embedded points (0.5, as ``scanpy.tl.umap``).
+    seed
+        Random state (a fixed seed makes umap-learn single-threaded and reproducible).
+    key_added
+        ``obsm`` key of the result.
+    """
     adata.obsm[key_added] = umap_2d(np.asarray(adata.obsm[use_rep]), n_neighbors, min_dist, seed)
 
 
 def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = 30.0, seed: int = 0,
          n_jobs: int = 1, key_added: str = "X_tsne") -> None:
-    """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`)."""
+    """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`).
+
+    Parameters
+    ----------
+    adata
+        AnnData with the latent in ``obsm[use_rep]``; modified in place.
+    use_rep
+        ``obsm`` key of the latent.
+    perplexity
+        Effective neighbourhood size (30, van der Maaten and Hinton 2008).
+    seed
+        Random state.
+    n_jobs
+        Threads.
+    key_added
+        ``obsm`` key of the result.
+    """
     adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs)
 
 

@@ -80,4 +80,5 @@ def all_targets():
         *run_targets("results/{dataset}/{model}/{seed}/enrichment.tsv"),
         *run_targets("results/{dataset}/{model}/{seed}/enrichment_dotplot.png"),
         "results/report/summary.html",
+        "results/benchmark/paired_differences.tsv",
     ]

@@ -7,6 +7,8 @@ rule summary:
         components=run_targets("results/{dataset}/{model}/{seed}/components.tsv"),
         enrichment=run_targets("results/{dataset}/{model}/{seed}/enrichment.tsv"),
         interpret_info=run_targets("results/{dataset}/{model}/{seed}/interpret_info.json"),
+        validation=run_targets("results/{dataset}/{model}/{seed}/program_validation.tsv"),
+        gsea=run_targets("results/{dataset}/{model}/{seed}/gsea.tsv"),
         train_info=run_targets("results/{dataset}/{model}/{seed}/train_info.json"),
     output:
         report(
@@ -21,3 +23,38 @@ rule summary:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/summary.py"
+
+
+rule benchmark_stats:
+    input:
+        "results/metrics.tsv",
+    output:
+        table=report(
+            "results/benchmark/paired_differences.tsv",
+            caption="../report/benchmark.rst",
+            category="Benchmark",
+            labels={"table": "paired differences and tests"},
+        ),
+        markdown="results/benchmark/paired_differences.md",
+        ranks="results/benchmark/model_ranks.tsv",
+        boxplots=report(
+            "results/benchmark/paired_differences.png",
+            caption="../report/benchmark.rst",
+            category="Benchmark",
+            labels={"figure": "paired differences per category"},
+        ),
+        heatmap=report(
+            "results/benchmark/rank_heatmap.png",
+            caption="../report/benchmark.rst",
+            category="Benchmark",
+            labels={"figure": "model x metric ranks"},
+        ),
+    params:
+        reference=config.get("benchmark", {}).get("reference", "livae"),
+        min_datasets=config.get("benchmark", {}).get("min_datasets", 3),
+    log:
+        "logs/report/benchmark_stats.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/benchmark_stats.py"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .livae import LiVAE
 from .livae_module import LiVAEModule
+from .presets import IVAE, VAE
 
 #: Model classes by the names used in the config (``models: [livae]``).
-MODELS: dict[str, type] = {"livae": LiVAE}
+MODELS: dict[str, type] = {"livae": LiVAE, "vae": VAE, "ivae": IVAE}
 
 
 def get_model(name: str) -> type:
@@ -28,4 +29,4 @@ def get_model(name: str) -> type:
     return MODELS[key]
 
 
-__all__ = ["LiVAE", "LiVAEModule", "MODELS", "get_model"]
+__all__ = ["LiVAE", "LiVAEModule", "VAE", "IVAE", "MODELS", "get_model"]

@@ -79,11 +79,30 @@ class LiVAE:
         AnnData registered with :meth:`setup_anndata`. ``adata.X`` is the model input
         (z-scored/clipped on the fly when ``uns["geovae_input"]`` says so, else used
         as-is) and the registered counts layer feeds the likelihood.
-    latent_dim, hidden_dim, bottleneck_dim, likelihood, use_bottleneck, geometry,
-    lorentz_weight, lorentz_squared, w_recon, w_bn_recon, beta_kl, regularization,
+    latent_dim
+        Dimension of z (default 10, LiVAE paper section 2.7).
+    hidden_dim
+        Width of the hidden layer of encoder and decoder (default 128, section 2.7).
+    bottleneck_dim
+        Dimension of the bottleneck code (default 2, section 2.7).
+    likelihood
+        ``"nb"`` (default; RNA, Lopez et al. 2018), ``"zinb"`` (the paper's choice for ATAC),
+        ``"poisson"`` or ``"zip"``.
+    use_bottleneck
+        Build the bottleneck path (default True); False gives a plain VAE.
+    geometry
+        ``"lorentz"`` (default, section 2.4) or ``"euclidean"`` distance for the geometric loss.
+    lorentz_weight
+        Weight of the geometric loss (default 10, section 2.7).
+    lorentz_squared
+        Average the squared distance (default True, paper eq. 6) or the distance (authors' code).
+    w_recon, w_bn_recon, beta_kl
+        Weights of the reconstruction, bottleneck-reconstruction and KL terms (default 1 each, eq. 2).
+    regularization
+        ``"bottleneck"`` (default, the paper) or ``"two_views"`` (ablation).
     max_tangent_norm
-        Passed to :class:`~geovae.models.livae_module.LiVAEModule` (defaults: paper
-        section 2.7 -- d=10, d_bn=2, hidden 128, NB, weights 1/1/1/10).
+        Norm clamp of the tangent vector before the exponential map (default 15, numerical safety).
+        All are passed to :class:`~geovae.models.livae_module.LiVAEModule`.
 
     Notes
     -----
@@ -213,6 +232,29 @@ class LiVAE:
         initialisation, so ``(data, params, seed)`` fully determines the result on CPU.
         Calling ``train`` again continues from the current weights and appends to
         :attr:`history`. Sets :attr:`history` and :attr:`metadata`.
+
+        Parameters
+        ----------
+        max_epochs
+            Epoch cap (default 200; the pipeline uses 300 with early stopping).
+        batch_size
+            Minibatch size (default 128, LiVAE paper section 2.7).
+        lr
+            Adam learning rate (default 1e-3; not stated in the paper, see ``benchmarks/lr_sweep.py``).
+        device
+            ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        early_stopping, validation_fraction, patience, min_delta
+            Stop when the validation ``total`` loss (a seeded ``validation_fraction`` of the cells,
+            default 0.1) has not improved by more than ``min_delta`` for ``patience`` (20) epochs,
+            then restore the best weights.
+        seed
+            Seed of weights (first training only), validation split and minibatch order.
+        progress_bar
+            Show a tqdm bar over epochs.
+        grad_clip
+            Max global gradient norm (default 1.0, paper); None disables clipping.
+        use_amp
+            Mixed precision on CUDA (ignored on CPU).
         """
         config = TrainingConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, device=device,
                                 early_stopping=early_stopping, validation_fraction=validation_fraction,
@@ -272,8 +314,21 @@ class LiVAE:
         """
         return self._encode_all(adata, batch_size, give_mean, bottleneck=False)
 
+    @property
+    def has_bottleneck(self) -> bool:
+        """Whether the model has a bottleneck path (False for the ``vae`` preset)."""
+        return bool(self.params["use_bottleneck"])
+
     def get_bottleneck_representation(self, adata: Any | None = None, batch_size: int = 1024) -> np.ndarray:
-        """Bottleneck codes ``l_e`` ``(n_obs, bottleneck_dim)`` computed from the posterior means."""
+        """Bottleneck codes ``l_e`` ``(n_obs, bottleneck_dim)`` computed from the posterior means.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's ``var_names`` (default: the training data).
+        batch_size
+            Cells encoded at once.
+        """
         if not self.params["use_bottleneck"]:
             raise RuntimeError("this LiVAE was built with use_bottleneck=False; it has no bottleneck codes")
         return self._encode_all(adata, batch_size, give_mean=True, bottleneck=True)
