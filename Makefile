@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geovae-installed
 
-.PHONY: install run report test lint clean
+.PHONY: install run report test lint clean docs
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+docs: install
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+	@echo "Docs: docs/_build/html/index.html"
 
 lint: install
 	$(BIN)/snakemake --lint

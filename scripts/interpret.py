@@ -1,4 +1,4 @@
-"""Rule interpret: latent components -> correlated genes, best markers, GO enrichment, figures."""
+"""Rule interpret: latent components -> correlated genes, best markers, GO ORA + GSEA, validation, figures."""
 
 import anndata as ad
 
@@ -8,15 +8,21 @@ from geovae.runinfo import log_to, run_info, write_json
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     wc, params, out = snakemake.wildcards, snakemake.params, snakemake.output
     adata = ad.read_h5ad(snakemake.input.data)
-    embedding = ad.read_h5ad(snakemake.input.embedding)
-    adata.obsm["X_latent"] = embedding[adata.obs_names].obsm["X_latent"]
+    embedding = ad.read_h5ad(snakemake.input.embedding)[adata.obs_names]
+    adata.obsm["X_latent"] = embedding.obsm["X_latent"]
     result = interpret_run(adata, latent_key="X_latent", modality=params.modality, gmt=params.gmt or None,
-                           n_top=params.n_top, min_coverage=params.min_coverage)
+                           n_top=params.n_top, min_coverage=params.min_coverage,
+                           gsea_permutations=params.gsea_permutations, seed=int(wc.seed))
     result.components.to_csv(out.components, sep="\t", index=False)
     result.component_genes.to_csv(out.genes, sep="\t", index=False)
     result.enrichment.to_csv(out.enrichment, sep="\t", index=False)
+    result.gsea.to_csv(out.gsea, sep="\t", index=False)
+    result.validation.to_csv(out.validation, sep="\t", index=False)
     result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap)
+    result.save_component_umaps(embedding.obsm["X_umap"], out.umaps)
     write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,
-                                  warnings=result.warnings, n_terms=int(len(result.enrichment))))
+                                  warnings=result.warnings, n_terms=int(len(result.enrichment)),
+                                  n_gsea_rows=int(len(result.gsea)), gsea_permutations=params.gsea_permutations,
+                                  validation_note=result.validation_note))
     for message in result.warnings:
         print("WARNING:", message)

@@ -20,5 +20,9 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     warnings = {run_id(p): json.loads(Path(p).read_text()).get("warnings", []) for p in inp.interpret_info}
     seconds = {run_id(p): json.loads(Path(p).read_text())["training"].get("train_seconds")
                for p in inp.train_info}
-    page = summary_html(pd.read_csv(inp.metrics, sep="\t"), components, enrichment, warnings, seconds)
+    # program_validation.tsv / gsea.tsv are listed by the summary rule when the interpret stage writes them
+    validation = {run_id(p): pd.read_csv(p, sep="\t") for p in getattr(inp, "validation", [])}
+    gsea = {run_id(p): pd.read_csv(p, sep="\t") for p in getattr(inp, "gsea", [])}
+    page = summary_html(pd.read_csv(inp.metrics, sep="\t"), components, enrichment, warnings, seconds,
+                        validation=validation, gsea=gsea)
     Path(snakemake.output[0]).write_text(page)

@@ -264,6 +264,80 @@ def write_10x_h5(adata: AnnData, path: Path, extra_features: int = 0) -> Path:
     return path
 
 
+def write_multiome_h5(rna: AnnData, atac: AnnData, path: Path) -> Path:
+    """Cell Ranger ARC style ``.h5``: "Gene Expression" then "Peaks" features of the same cells."""
+    import h5py
+
+    assert list(rna.obs_names) == list(atac.obs_names)
+    x = sp.csc_matrix(sp.hstack([rna.X, atac.X]).T.astype(np.int32))
+    names = list(rna.var_names) + list(atac.var_names)
+    ids = list(rna.var["gene_ids"]) + list(atac.var_names)
+    types = ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["barcodes"] = np.array(rna.obs_names, dtype="S")
+        g["data"], g["indices"], g["indptr"] = x.data, x.indices.astype(np.int64), x.indptr.astype(np.int64)
+        g["shape"] = np.array([len(names), rna.n_obs], dtype=np.int32)
+        feats = g.create_group("features")
+        feats["id"] = np.array(ids, dtype="S")
+        feats["name"] = np.array(names, dtype="S")
+        feats["feature_type"] = np.array(types, dtype="S")
+        feats["genome"] = np.array(["GRCh38"] * len(names), dtype="S")
+        feats["_all_tag_keys"] = np.array([b"genome"])
+    return path
+
+
+@lru_cache(maxsize=1)
+def _atac_cached(path: str) -> AnnData:
+    import anndata as ad
+
+    return ad.read_h5ad(path)
+
+
+def atac_counts(n_cells: int = 120, n_peaks: int = 400) -> AnnData:
+    """Real scATAC peak counts (Granja 2019 hematopoiesis, 600 x 5000 fixture in ../shared).
+
+    Skips the calling test when ``../shared`` is missing. Peaks with no count in
+    the chosen cells are dropped, so every returned peak is non-empty.
+    """
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "granja2019_hemato_atac_600.h5ad"
+    if not path.exists():
+        pytest.skip(f"{path.name} not found because ../shared is missing")
+    full = _atac_cached(str(path))
+    sub = full[:n_cells, :n_peaks].copy()
+    sub = sub[:, np.asarray(sub.X.sum(axis=0)).ravel() > 0].copy()
+    sub.X = sp.csr_matrix(sub.X, dtype=np.float32)
+    return AnnData(sub.X, obs=pd.DataFrame(index=sub.obs_names.astype(str)),
+                   var=sub.var[["chr", "start", "end"]].copy())
+
+
+def write_peak_triplet(adata: AnnData, directory: Path, prefix: str = "") -> list[Path]:
+    """cellranger-atac style ``matrix.mtx.gz`` (peaks x cells) + ``barcodes.tsv.gz`` + ``peaks.bed.gz``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mtx = directory / f"{prefix}matrix.mtx.gz"
+    buf = io.BytesIO()
+    scipy.io.mmwrite(buf, sp.coo_matrix(adata.X.T.astype(np.int64)), field="integer")
+    with gzip.open(mtx, "wb") as fh:
+        fh.write(buf.getvalue())
+    bc = directory / f"{prefix}barcodes.tsv.gz"
+    with gzip.open(bc, "wt") as fh:
+        fh.write("".join(f"{b}\n" for b in adata.obs_names))
+    peaks = directory / f"{prefix}peaks.bed.gz"
+    with gzip.open(peaks, "wt") as fh:
+        for c, s0, e in zip(adata.var["chr"], adata.var["start"], adata.var["end"]):
+            fh.write(f"{c}\t{s0}\t{e}\n")
+    return [mtx, bc, peaks]
+
+
+def write_fragments(path: Path, fragments: list[tuple[str, int, int, str]]) -> Path:
+    """10x ``fragments.tsv.gz`` (chr, start, end, barcode, read count 1) with a header comment."""
+    with gzip.open(path, "wt") as fh:
+        fh.write("# id=test\n# reference_path=/refdata-cellranger-arc-GRCh38\n")
+        for c, s0, e, b in fragments:
+            fh.write(f"{c}\t{s0}\t{e}\t{b}\t1\n")
+    return path
+
+
 # ---------------------------------------------------------------------------
 # GEO tree
 # ---------------------------------------------------------------------------
@@ -441,6 +515,10 @@ __all__ = [
     "two_sample_series",
     "write_10x_h5",
     "write_10x_mtx",
+    "atac_counts",
+    "write_fragments",
+    "write_multiome_h5",
+    "write_peak_triplet",
 ]
 
 

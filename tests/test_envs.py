@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,91 @@ def test_env_file_structure(env_file: Path) -> None:
     assert any(d.startswith("python=") for d in conda_deps)
     pip = [d for d in deps if isinstance(d, dict)]
     assert pip and ".." in pip[0]["pip"], f"{env_file.name} must install the geovae package from the repo"
+
+
+# --- each rule's env provides every package its script imports (derived from the code) ---------
+
+SRC = ROOT / "src"
+# import name -> conda package name, where they differ
+CONDA_NAME = {"sklearn": "scikit-learn", "torch": "pytorch", "yaml": "pyyaml", "GEOparse": "geoparse",
+              "openTSNE": "opentsne", "igraph": "python-igraph", "umap": "umap-learn", "skmisc": "scikit-misc",
+              "matplotlib": "matplotlib-base", "PIL": "pillow", "numba": "numba"}
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Absolute module names imported anywhere in ``path`` (relative imports resolved from ``module``)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.add(prefix)
+            found.update(f"{prefix}.{alias.name}" for alias in node.names)  # may name a submodule
+    return found
+
+
+def _module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    for candidate in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Top-level third-party packages imported by ``script`` and, transitively, the geovae modules it uses."""
+    seen: set[str] = set()
+    todo = sorted(_imports(script, "__main__"))
+    external: set[str] = set()
+    while todo:
+        name = todo.pop()
+        top = name.split(".")[0]
+        if top != "geovae":
+            if top and top not in sys.stdlib_module_names and top != "__main__":
+                external.add(top)
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, ...
+            mod = ".".join(parts[:i])
+            path = _module_file(mod)
+            if path is not None and mod not in seen:
+                seen.add(mod)
+                todo.extend(_imports(path, mod))
+    return external
+
+
+def _rule_scripts() -> dict[str, tuple[Path, Path]]:
+    """'file:rule' -> (script, env file), both resolved from the rule file."""
+    out = {}
+    for path in RULE_FILES:
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            name = block.split(":", 1)[0].strip()
+            script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", block)
+            env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+            if script and env:
+                out[f"{path.name}:{name}"] = ((path.parent / script.group(1)).resolve(),
+                                              (path.parent / env.group(1)).resolve())
+    return out
+
+
+def test_import_scanner_known_answer() -> None:
+    found = third_party_imports(ROOT / "scripts" / "train.py")
+    assert {"torch", "anndata", "numpy"} <= found  # torch only via geovae.tl -> models/training
+    assert "geovae" not in found and "os" not in found
+
+
+@pytest.mark.parametrize("rule", sorted(_rule_scripts()))
+def test_rule_env_provides_script_imports(rule: str) -> None:
+    script, env_file = _rule_scripts()[rule]
+    env = yaml.safe_load(env_file.read_text())
+    listed = {re.split(r"[=<>\s]", d, maxsplit=1)[0].lower() for d in env["dependencies"] if isinstance(d, str)}
+    needed = {CONDA_NAME.get(name, name).lower() for name in third_party_imports(script)}
+    missing = sorted(needed - listed)
+    assert not missing, f"{rule}: {env_file.name} lacks {missing} (imported by {script.name} or the geovae modules it uses)"

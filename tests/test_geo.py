@@ -118,11 +118,14 @@ def test_plan_files_series_fallback_and_errors() -> None:
     # normalized-looking dense tables are not candidates; dense raw counts are
     dense_plan = plan_files(["GSE1_norm_tpm.txt.gz", "GSE1_raw_counts.txt.gz"], {})
     assert dense_plan["series"] == {"format": "dense", "files": ["GSE1_raw_counts.txt.gz"]}
+    # with nothing else usable, the RAW.tar bundle of sample files is the fallback
+    raw = plan_files(["GSE1_RAW.tar"], {"GSM1": ["GSM1_peaks.bed.gz"], "GSM2": []})
+    assert raw["series"] == {"format": "raw_tar", "files": ["GSE1_RAW.tar"]}
     with pytest.raises(ValueError) as info:
-        plan_files(["GSE1_RAW.tar"], {"GSM1": ["GSM1_peaks.bed.gz"], "GSM2": []})
+        plan_files(["GSE1_filelist.txt"], {"GSM1": ["GSM1_peaks.bed.gz"], "GSM2": []})
     msg = str(info.value)
     assert "no usable supplementary file" in msg
-    assert "GSE1_RAW.tar" in msg and "GSM1_peaks.bed.gz" in msg and "GSM2: none" in msg
+    assert "GSE1_filelist.txt" in msg and "GSM1_peaks.bed.gz" in msg and "GSM2: none" in msg
     only = plan_files(["a.h5ad", "b.h5ad"], {}, file_pattern=r"^b\.")
     assert only["series"]["files"] == ["b.h5ad"]
     with pytest.raises(ValueError, match="at series level"):

@@ -284,3 +284,117 @@ def test_plots_render(tmp_path):
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "g_pos" and "g_neg" in labels and len(labels) <= 12
     assert (tmp_path / "heat.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- pre-ranked GSEA, UMAP panels, interpret_run
+def _no_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    for target, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                         (socket, "getaddrinfo")):
+        monkeypatch.setattr(target, name, no_network)
+
+
+def _ranked(n_genes: int = 300):
+    genes = [f"GENE{i}" for i in range(n_genes)]
+    rng = np.random.default_rng(0)
+    corr = pd.DataFrame({"Z1": rng.uniform(-0.2, 0.2, n_genes), "Z2": rng.uniform(-0.2, 0.2, n_genes)}, index=genes)
+    corr.iloc[:15, 0] = np.linspace(0.9, 0.6, 15)  # "top set" leads Z1
+    corr.iloc[15:30, 1] = -np.linspace(0.9, 0.6, 15)  # "bottom set" at the negative end of Z2
+    sets = {"top set (GO:0000001)": genes[:15], "bottom set (GO:0000002)": genes[15:30],
+            "random set": [genes[i] for i in rng.choice(np.arange(30, n_genes), 20, replace=False)]}
+    return corr, sets
+
+
+def test_prerank_planted_sets_offline(monkeypatch, tmp_path):
+    from geovae.interpretation import prerank_components
+
+    _no_network(monkeypatch)
+    corr, sets = _ranked()
+    gmt = write_gmt(sets, tmp_path / "ranked.gmt")
+    res = prerank_components(corr, gmt, permutations=50, seed=1)
+    again = prerank_components(corr, sets, permutations=50, seed=1)
+    pd.testing.assert_frame_equal(res, again)  # GMT path == dict, same seed -> same numbers
+    z1, z2 = res[res["component"] == "Z1"], res[res["component"] == "Z2"]
+    assert list(res["component"].unique()) == ["Z1", "Z2"] and len(z1) == 3 and len(z2) == 3
+    top = z1.iloc[0]
+    assert top["term"] == "top set (GO:0000001)" and top["term_id"] == "GO:0000001"
+    assert top["tail"] == "positive" and top["nes"] > 1.5 and top["es"] > 0.9
+    assert top["p_value"] == pytest.approx(1 / 51) and top["set_size"] == 15  # p floored at 1/(perm+1)
+    assert set(top["leading_genes"].split(";")) <= set(sets["top set (GO:0000001)"])
+    bottom = z2.iloc[0]
+    assert bottom["term"] == "bottom set (GO:0000002)" and bottom["tail"] == "negative" and bottom["nes"] < -1.5
+    rnd = z1.set_index("term").loc["random set"]
+    assert abs(rnd["nes"]) < abs(top["nes"]) and rnd["fdr"] > top["fdr"]
+
+
+def test_prerank_coverage_warning_and_validation():
+    from geovae.interpretation import prerank_components
+
+    corr, sets = _ranked()
+    ensembl = corr.set_axis([f"ENSG{i:011d}" for i in range(len(corr))])
+    with pytest.warns(GeneSetCoverageWarning, match="GSEA skipped"):
+        res = prerank_components(ensembl, sets, permutations=10)
+    assert res.empty and "warning" in res.attrs
+    with pytest.raises(ValueError, match="permutations"):
+        prerank_components(corr, sets, permutations=0)
+
+
+def test_component_umaps_render(tmp_path):
+    from geovae.plotting.enrichment import component_umaps
+
+    rng = np.random.default_rng(0)
+    umap, latent = rng.normal(size=(50, 2)), rng.normal(size=(50, 3))
+    fig = component_umaps(umap, latent, [("CD3E", latent[:, 0] ** 2), None, ("LYZ", latent[:, 2])],
+                          path=tmp_path / "cu.png")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:2] == ["Z1 activation", "Z1 best marker: CD3E"] and "Z3 best marker: LYZ" in titles
+    assert (tmp_path / "cu.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="markers"):
+        component_umaps(umap, latent, [None])
+
+
+def test_interpret_run_gsea_validation_and_markers(tmp_path, monkeypatch):
+    from geovae.data.simulate import simulate_programs
+    from geovae.interpretation import interpret_run
+
+    _no_network(monkeypatch)
+    adata = simulate_programs(n_cells=200, n_genes=300, n_groups=3, n_activity_groups=1, program_size=30, seed=0)
+    adata.X = sp.csr_matrix(np.log1p(adata.X.toarray()))
+    adata.obsm["X_latent"] = adata.obsm["program_usage"].to_numpy() + 0.01 * np.random.default_rng(0).normal(
+        size=(200, 4))
+    # gene sets named after the simulated programs, so enrichment applies to simulated gene ids
+    sets = {f"{p} (GO:000000{i})": list(adata.var_names[adata.varm["programs"][p].to_numpy()])
+            for i, p in enumerate(adata.varm["programs"].columns)}
+    gmt = write_gmt(sets, tmp_path / "programs.gmt")
+    res = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=20, seed=0)
+    assert not res.warnings and res.validation_note is None
+    assert res.validation["agreement"].all() and (res.validation["precision_at_n"] > 0.8).all()
+    best = res.gsea.loc[res.gsea.groupby("component", sort=False)["es"].idxmax(), "term"]
+    assert [t.split(" (")[0] for t in best] == list(adata.varm["programs"].columns)  # Zk <-> program k
+    assert (res.gsea.loc[best.index, "tail"] == "positive").all()
+    assert [m is not None for m in res.markers] == [True] * 4 and res.markers[0][1].shape == (200,)
+    res.save_component_umaps(np.random.default_rng(1).normal(size=(200, 2)), tmp_path / "u.png")
+    assert (tmp_path / "u.png").stat().st_size > 5000
+    skipped = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=0)
+    assert skipped.gsea.empty and not skipped.enrichment.empty
+
+
+def test_summary_page_shows_validation_and_gsea():
+    from geovae.report import summary_html, validation_summary
+
+    table = pd.DataFrame({"program": ["a", "b"], "adj_p_value": [1e-9, 0.5], "precision_at_n": [1.0, 0.2],
+                          "r_precision": [0.8, 0.1], "agreement": [True, False]})
+    summary = validation_summary({"sim/livae/0": table, "sim/livae/1": table.assign(agreement=[True, True]),
+                                  "pbmc/livae/0": table.iloc[0:0]})
+    row = summary.loc[("sim", "livae")]
+    assert row["found"] == 1 and row["precision_at_n"] == pytest.approx(0.6) and row["agreement"] == 0.75
+    assert ("pbmc", "livae") not in summary.index
+    comps = pd.DataFrame({"component": ["Z1"], "best_marker": ["CD3E"]})
+    gsea = pd.DataFrame({"component": ["Z1", "Z1"], "term": ["T cell thing", "other"], "nes": [2.1, 1.0],
+                         "p_value": [0.01, 0.2], "fdr": [0.0, 0.4]})
+    metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
+    page = summary_html(metrics, {"sim/livae/0": comps}, {}, {}, validation={"sim/livae/0": table},
+                        gsea={"sim/livae/0": gsea})
+    assert "Ground-truth validation" in page and "T cell thing" in page and "precision_at_n" in page

@@ -329,7 +329,7 @@ def test_detect_adapter_by_content_and_errors(tmp_path: Path, counts: AnnData) -
     with pytest.raises(FileNotFoundError):
         detect_adapter(tmp_path / "missing.h5ad")
     with pytest.raises(ValueError, match="unknown adapter"):
-        read_local(raw, adapter="loom")
+        read_local(raw, adapter="no_such_adapter")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no complete 10x triplet"):

@@ -1,4 +1,5 @@
-# Stage 6: per latent component, correlated genes (both tails), best marker and GO enrichment.
+# Stage 6: per latent component, correlated genes (both tails), best marker, GO enrichment (ORA + pre-ranked
+# GSEA), ground-truth program validation (simulated datasets) and activation-vs-marker UMAPs.
 
 
 rule interpret:
@@ -9,6 +10,8 @@ rule interpret:
         components="results/{dataset}/{model}/{seed}/components.tsv",
         genes="results/{dataset}/{model}/{seed}/component_genes.tsv",
         enrichment="results/{dataset}/{model}/{seed}/enrichment.tsv",
+        gsea="results/{dataset}/{model}/{seed}/gsea.tsv",
+        validation="results/{dataset}/{model}/{seed}/program_validation.tsv",
         info="results/{dataset}/{model}/{seed}/interpret_info.json",
         dotplot=report(
             "results/{dataset}/{model}/{seed}/enrichment_dotplot.png",
@@ -24,11 +27,19 @@ rule interpret:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "component genes"},
         ),
+        umaps=report(
+            "results/{dataset}/{model}/{seed}/component_umaps.png",
+            caption="../report/component_umaps.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "component UMAPs"},
+        ),
     params:
         gmt=gene_sets_for,
         modality=modality,
         n_top=config["interpret"]["n_top"],
         min_coverage=config["interpret"].get("min_coverage", 0.05),
+        gsea_permutations=config["interpret"].get("gsea_permutations", 100),
     log:
         "logs/interpret/{dataset}/{model}/{seed}.log",
     benchmark:
@@ -41,3 +52,23 @@ rule interpret:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/interpret.py"
+
+
+# Not part of the default targets: rebuild the shipped GO BP gene sets. `source=debian` (apt-get download of
+# r-bioc-org.hs.eg.db + r-bioc-go.db, needs apt access) or `source=enrichr` (needs internet), e.g.
+#   snakemake --cores 1 refresh_gene_sets --config refresh_gene_sets_source=enrichr
+rule refresh_gene_sets:
+    output:
+        touch("logs/refresh_gene_sets.done"),
+    params:
+        source=config.get("refresh_gene_sets_source", "debian"),
+        library=config.get("refresh_gene_sets_library", "GO_Biological_Process_2023"),
+    log:
+        "logs/refresh_gene_sets.log",
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "(if [ {params.source} = enrichr ]; then"
+        " python scripts/build_gene_sets.py enrichr --library {params.library}"
+        " --out resources/go/{params.library}_human.gmt.gz;"
+        " else python scripts/build_gene_sets.py debian --species human --out resources/go; fi) > {log} 2>&1"

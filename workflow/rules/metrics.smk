@@ -35,6 +35,10 @@ rule aggregate_metrics:
             category="Metrics",
             labels={"table": "all metrics (tidy)"},
         ),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         "logs/metrics/aggregate.log",
     conda:

@@ -17,6 +17,10 @@ rule summary:
             category="Summary",
             labels={"table": "metrics and components"},
         ),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         "logs/report/summary.log",
     conda:
@@ -52,6 +56,10 @@ rule benchmark_stats:
     params:
         reference=config.get("benchmark", {}).get("reference", "livae"),
         min_datasets=config.get("benchmark", {}).get("min_datasets", 3),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     log:
         "logs/report/benchmark_stats.log",
     conda:

@@ -29,7 +29,7 @@ rule train:
     resources:
         mem_mb=config.get("resources", {}).get("train_mem_mb", 8000),
         runtime=config.get("resources", {}).get("train_runtime_min", 120),
-        gpu=1 if (config["device"] == "cuda" or config.get("gpu", False)) else 0,
+        gpu=1 if (config["device"] == "cuda" or (config["device"] == "auto" and config.get("gpu", False))) else 0,
     conda:
         "../../envs/train.yaml"
     script:

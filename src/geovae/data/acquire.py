@@ -48,14 +48,19 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
         path = Path(str(row["path"]))
         if not path.exists():
             raise FileNotFoundError(f"dataset '{name}': local path '{path}' does not exist")
-        adata = read_local(path)
+        adata = read_local(path, adapter=row.get("adapter") or None,
+                           modality=str(row.get("modality") or "rna"))
         manifest["path"] = str(path.resolve())
         origin = f"local file '{path}'"
     elif source == "geo":
         from geovae.data.geo import DEFAULT_GEO_BASE_URL, acquire_geo
 
+        samples = [s.strip() for s in str(row.get("samples") or "").split(",") if s.strip()]
         adata, geo_manifest = acquire_geo(str(row["accession"]), cache_dir=Path(cache_dir),
-                                          base_url=geo_base_url or DEFAULT_GEO_BASE_URL)
+                                          base_url=geo_base_url or DEFAULT_GEO_BASE_URL,
+                                          samples=samples or None, files=row.get("files") or None,
+                                          adapter=row.get("adapter") or None,
+                                          modality=str(row.get("modality") or "rna"))
         manifest.update(geo_manifest)
         origin = f"GEO accession '{row['accession']}'"
     else:
@@ -71,6 +76,20 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
         raise KeyError(f"dataset '{name}': batch_key '{batch_key}' is not an obs column of {origin}; "
                        f"available: {', '.join(map(str, adata.obs.columns)) or 'none'}")
     adata.uns["geovae_dataset"] = {k: ("" if v is None else str(v)) for k, v in row.items()}
+    adata.uns["species"] = _species(str(row.get("species") or "unknown"),
+                                    adata.uns.get("geo", {}).get("organism", []))
     manifest["n_cells"], manifest["n_features"] = int(adata.n_obs), int(adata.n_vars)
     manifest["run_info"] = run_info()
     return adata, manifest
+
+
+_ORGANISMS = {"homo sapiens": "human", "mus musculus": "mouse", "danio rerio": "zebrafish",
+              "rattus norvegicus": "rat", "macaca mulatta": "macaque", "sus scrofa": "pig"}
+
+
+def _species(sheet: str, organisms: object) -> str:
+    """The sheet's species, or the GEO organism when the sheet says ``unknown``."""
+    if sheet != "unknown":
+        return sheet
+    found = {_ORGANISMS.get(str(o).strip().lower(), "") for o in list(organisms or [])}
+    return found.pop() if len(found) == 1 and "" not in found else sheet

@@ -12,6 +12,17 @@ Steps of :func:`acquire_geo`:
    size check, sha256) and read them with :func:`geovae.data.readers.read_local`;
 4. concatenate samples with ``obs["sample"]`` (GSM id) plus the sample title
    and ``characteristics_ch1`` ``key: value`` pairs as obs columns.
+
+When no sample has its own usable file and the series offers no merged matrix,
+``GSE*_RAW.tar`` (GEO's bundle of every sample file) is downloaded, unpacked
+into ``<cache>/<GSE>/RAW/<GSM>/`` by the ``GSM`` prefix of each member, and
+every sample group is read as if its files had been listed separately.
+
+Formats (adapters, see :mod:`geovae.data.readers` and :mod:`geovae.data.adapters`):
+10x mtx triplets, 10x ``.h5`` (incl. Multiome: ``modality`` picks Gene
+Expression or Peaks), MuData ``.h5mu`` (the ``modality`` mod), ``.h5ad``, ``.loom``, dense tables, ``.tar[.gz]`` archives,
+scATAC peak triplets (mtx + barcodes + peaks.bed), fragment files (5 kb bins),
+Visium (``filtered_feature_bc_matrix.h5`` + ``tissue_positions*.csv``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+import fnmatch
+import tarfile
+
 import anndata as ad
 import pandas as pd
 from anndata import AnnData
@@ -45,6 +59,8 @@ __all__ = [
     "acquire_geo",
     "accession_stem",
     "download_file",
+    "globs_to_regex",
+    "group_by_sample",
     "parse_characteristics",
     "plan_files",
     "rewrite_url",
@@ -375,38 +391,107 @@ _TAR_RE = re.compile(r"\.(tar|tar\.gz|tgz)$", re.IGNORECASE)
 # dense tables whose names say they are not raw counts (or not a matrix at all)
 _NOT_COUNTS_RE = re.compile(
     r"barcode|feature|genes\.tsv|meta|annot|cluster|umap|tsne|readme|md5|"
-    r"norm|tpm|fpkm|rpkm|cpm|scaled|log|peaks\.bed|fragments",
+    r"norm|tpm|fpkm|rpkm|cpm|scaled|log|peaks\.bed|fragments|tissue_positions|scalefactors|filelist",
     re.IGNORECASE,
 )
 _COUNTS_HINT_RE = re.compile(r"count|umi|raw|matrix|expr|dge", re.IGNORECASE)
 
 
-def _options(names: Sequence[str], level: str) -> list[tuple[str, list[str]]]:
+_RAW_TAR_RE = re.compile(r"^GSE\d+_RAW\.tar$", re.IGNORECASE)
+_FRAGMENTS_RE = re.compile(r"fragments\.tsv(\.gz)?$", re.IGNORECASE)
+_POSITIONS_RE = re.compile(r"tissue_positions.*\.csv(\.gz)?$", re.IGNORECASE)
+_SCALEF_RE = re.compile(r"scalefactors.*\.json(\.gz)?$", re.IGNORECASE)
+_GSM_PREFIX_RE = re.compile(r"^(GSM\d+)(?=[_.\-]|$)", re.IGNORECASE)
+_KINDS = ("visium", "10x_mtx", "atac_mtx", "10x_h5", "h5mu", "h5ad", "loom", "tar", "dense",
+          "raw_tar", "fragments")
+_ORDER = {
+    ("sample", "rna"): ("visium", "10x_mtx", "10x_h5", "h5mu", "h5ad", "loom", "atac_mtx", "tar", "dense",
+                        "fragments"),
+    ("sample", "atac"): ("atac_mtx", "10x_h5", "h5mu", "10x_mtx", "h5ad", "loom", "tar", "dense",
+                         "fragments", "visium"),
+    ("series", "rna"): ("h5ad", "loom", "10x_h5", "h5mu", "10x_mtx", "visium", "atac_mtx", "tar",
+                        "raw_tar", "dense", "fragments"),
+    ("series", "atac"): ("h5ad", "loom", "atac_mtx", "10x_h5", "h5mu", "10x_mtx", "tar", "raw_tar",
+                         "dense", "fragments", "visium"),
+}
+
+
+def _options(names: Sequence[str], level: str, modality: str = "rna") -> list[tuple[str, list[str]]]:
     """Usable (format, files) options among ``names``, best first."""
-    found: dict[str, list[tuple[str, list[str]]]] = {
-        k: [] for k in ("10x_mtx", "10x_h5", "h5ad", "tar", "dense")
-    }
+    from geovae.data.adapters import find_peak_triplets
+
+    found: dict[str, list[tuple[str, list[str]]]] = {k: [] for k in _KINDS}
     for trip in find_10x_triplets(names):
         found["10x_mtx"].append(("10x_mtx", [trip["matrix"], trip["barcodes"], trip["features"]]))
-    in_triplets = {f for _, files in found["10x_mtx"] for f in files}
+    for trip in find_peak_triplets(names):
+        found["atac_mtx"].append(("atac_mtx", [trip["matrix"], trip["barcodes"], trip["peaks"]]))
+    in_triplets = {f for k in ("10x_mtx", "atac_mtx") for _, files in found[k] for f in files}
+    positions = sorted(n for n in names if _POSITIONS_RE.search(n))
+    scalef = sorted(n for n in names if _SCALEF_RE.search(n))
     for name in sorted(names, key=lambda n: (0 if "filtered" in n.lower() else 1, n)):
         low = name.lower()
         base = low[:-3] if low.endswith(".gz") else low
         if base.endswith(".h5ad"):
             found["h5ad"].append(("h5ad", [name]))
+        elif base.endswith(".loom"):
+            found["loom"].append(("loom", [name]))
+        elif low.endswith(".h5mu"):  # MuData (e.g. Multiome): read as is, like a multiome .h5
+            found["h5mu"].append(("h5mu", [name]))
         elif base.endswith(".h5") and "molecule_info" not in low:
             found["10x_h5"].append(("10x_h5", [name]))
-        elif _TAR_RE.search(name) and not (level == "series" and "_raw.tar" in low):
+            if positions and "filtered_feature_bc_matrix" in low:
+                found["visium"].append(("visium", [name, positions[0], *scalef[:1]]))
+        elif _RAW_TAR_RE.match(name):
+            if level == "series":
+                found["raw_tar"].append(("raw_tar", [name]))
+        elif _TAR_RE.search(name):
             found["tar"].append(("tar", [name]))
+        elif _FRAGMENTS_RE.search(name):
+            found["fragments"].append(("fragments", [name]))
         elif _TEXT_RE.search(name) and name not in in_triplets and not _NOT_COUNTS_RE.search(name):
             found["dense"].append(("dense", [name]))
     found["dense"].sort(key=lambda o: (0 if _COUNTS_HINT_RE.search(o[1][0]) else 1, o[1][0]))
-    order = (
-        ("10x_mtx", "10x_h5", "h5ad", "tar", "dense")
-        if level == "sample"
-        else ("h5ad", "10x_h5", "10x_mtx", "tar", "dense")
-    )
+    order = _ORDER[("sample" if level == "sample" else "series", "atac" if modality == "atac" else "rna")]
     return [opt for kind in order for opt in found[kind]]
+
+
+def globs_to_regex(globs: str | Sequence[str]) -> str:
+    """Turn comma-separated shell globs (``"GSM1_*,*peaks.bed.gz"``) into one anchored regex.
+
+    Parameters
+    ----------
+    globs
+        A comma-separated string or a list of globs, matched against whole file names.
+
+    Returns
+    -------
+    str
+        Regular expression usable as ``file_pattern``.
+    """
+    items = [g.strip() for g in (globs.split(",") if isinstance(globs, str) else globs) if g.strip()]
+    if not items:
+        raise ValueError("empty file glob")
+    return "^(?:" + "|".join(fnmatch.translate(g) for g in items) + ")"
+
+
+def group_by_sample(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group file names by their leading GSM accession (``GSM123_x.mtx.gz`` -> ``GSM123``).
+
+    Parameters
+    ----------
+    names
+        File names (e.g. members of ``GSE*_RAW.tar``; directories in a member path are ignored).
+
+    Returns
+    -------
+    dict
+        ``GSM id -> file names`` (sorted); names without a GSM prefix go under ``""``.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        m = _GSM_PREFIX_RE.match(Path(name).name)
+        groups.setdefault(m[1].upper() if m else "", []).append(name)
+    return {k: sorted(v) for k, v in sorted(groups.items())}
 
 
 def plan_files(
@@ -414,16 +499,22 @@ def plan_files(
     sample_files: dict[str, Sequence[str]],
     level: str = "auto",
     file_pattern: str | None = None,
+    modality: str = "rna",
 ) -> dict[str, Any]:
     """Decide which supplementary files to download (pure function of file names).
 
-    Sample level prefers a 10x mtx triplet, then a 10x ``.h5``, ``.h5ad``, a
+    Sample level prefers a 10x mtx triplet, then a 10x ``.h5`` (or MuData ``.h5mu``), ``.h5ad``, a
     ``.tar[.gz]`` archive, then a dense counts table; series level prefers
     ``.h5ad``, then ``.h5``, a triplet, an archive (not ``GSE*_RAW.tar``, which
     bundles the sample files) and a dense table. Dense tables whose names
     suggest metadata or normalized values (``norm``, ``tpm``, ``log`` ...) are
     not candidates. ``level="auto"`` uses the samples when every sample has a
     usable file, else the series files, else the samples that have one.
+    Visium samples (``filtered_feature_bc_matrix.h5`` + ``tissue_positions*.csv``)
+    come first; for ``modality="atac"`` peak triplets (mtx + barcodes + peaks.bed)
+    and ``.h5`` files come first and fragment files are the last resort.
+    ``GSE*_RAW.tar`` is a series option (``format="raw_tar"``) after any merged
+    matrix except dense tables.
 
     Parameters
     ----------
@@ -435,6 +526,8 @@ def plan_files(
         ``"auto"``, ``"samples"`` or ``"series"``.
     file_pattern
         Optional regular expression; only file names matching it are considered.
+    modality
+        ``"rna"`` or ``"atac"``: the preference order (see above).
 
     Returns
     -------
@@ -454,9 +547,9 @@ def plan_files(
     def keep(names: Iterable[str]) -> list[str]:
         return [n for n in names if pat is None or pat.search(n)]
 
-    per_sample = {gsm: _options(keep(files), "sample") for gsm, files in sample_files.items()}
+    per_sample = {gsm: _options(keep(files), "sample", modality) for gsm, files in sample_files.items()}
     usable = {gsm: opts[0] for gsm, opts in per_sample.items() if opts}
-    series_opts = _options(keep(series_files), "series")
+    series_opts = _options(keep(series_files), "series", modality)
 
     def samples_plan() -> dict[str, Any]:
         return {
@@ -492,8 +585,9 @@ def plan_files(
     raise ValueError(
         f"no usable supplementary file{'' if level == 'auto' else f' at {level} level'}"
         f"{'' if pat is None else f' matching {file_pattern!r}'} (supported: 10x "
-        "matrix.mtx+barcodes.tsv+features/genes.tsv, 10x .h5, .h5ad, .tar[.gz] of those, "
-        f"dense counts .csv/.tsv/.txt[.gz]); found {listing}"
+        "matrix.mtx+barcodes.tsv+features/genes.tsv, 10x .h5, .h5ad, .h5mu, .loom, .tar[.gz] of those, "
+        "GSE*_RAW.tar, scATAC matrix.mtx+barcodes.tsv+peaks.bed, fragments.tsv.gz, Visium "
+        f".h5+tissue_positions.csv, dense counts .csv/.tsv/.txt[.gz]); found {listing}"
     )
 
 
@@ -562,9 +656,60 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def _read_group(fmt: str, paths: list[Path]) -> AnnData:
-    # a triplet is read through its matrix file so that the prefix selects it
-    return read_local(paths[0], adapter=None if fmt != "10x_mtx" else "10x_mtx")
+_FORMAT_ADAPTER = {"10x_mtx": "10x_mtx", "atac_mtx": "atac_mtx", "visium": "visium",
+                   "fragments": "fragments", "loom": "loom", "h5mu": "h5mu"}
+
+
+def _read_group(fmt: str, paths: list[Path], adapter: str | None, modality: str) -> AnnData:
+    # a triplet is read through its matrix file so that the prefix selects it; companion
+    # files (barcodes, peaks, positions) are found next to it in the sample's own folder
+    # validated per file, so that a normalized matrix is reported with its own file name
+    return read_local(paths[0], adapter=adapter or _FORMAT_ADAPTER.get(fmt), modality=modality)
+
+
+def _unpack_raw_tar(tar_path: Path, dest: Path) -> dict[str, list[Path]]:
+    """Extract ``GSE*_RAW.tar`` into ``dest/<GSM>/`` (once) and return GSM -> member paths."""
+    done = dest / ".unpacked"
+    if not done.exists() or done.read_text() != tar_path.name:
+        if dest.exists():
+            shutil.rmtree(dest)
+        with tarfile.open(tar_path) as tf:
+            members = [m for m in tf.getmembers() if m.isfile()]
+            for gsm, names in group_by_sample(m.name for m in members).items():
+                folder = dest / (gsm or "other")
+                folder.mkdir(parents=True, exist_ok=True)
+                for name in names:
+                    src = tf.extractfile(name)
+                    assert src is not None
+                    with src, open(folder / Path(name).name, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        done.write_text(tar_path.name)
+    return {
+        d.name: sorted(p for p in d.iterdir() if p.is_file())
+        for d in sorted(dest.iterdir())
+        if d.is_dir()
+    }
+
+
+def _tag_sample(part: AnnData, gsm: str, meta: dict[str, list[str]] | None) -> AnnData:
+    part.obs_names = [f"{gsm}_{b}" for b in part.obs_names]
+    info = _sample_obs(gsm, meta) if meta is not None else {"sample": gsm}
+    for key, value in info.items():
+        part.obs[key] = value
+    return part
+
+
+def _merge(parts: list[AnnData]) -> AnnData:
+    if len(parts) == 1:
+        return parts[0]
+    spatial = {k: v for p in parts for k, v in p.uns.get("spatial", {}).items()}
+    adata = ad.concat(parts, join="outer", merge="same", fill_value=0)
+    if spatial:
+        adata.uns["spatial"] = spatial
+    for col in adata.obs.columns:
+        if adata.obs[col].dtype == object:  # sample metadata; missing stays NaN
+            adata.obs[col] = adata.obs[col].astype("category")
+    return adata
 
 
 def acquire_geo(
@@ -579,6 +724,9 @@ def acquire_geo(
     file_pattern: str | None = None,
     backoff: float = 1.0,
     progress: bool | None = None,
+    files: str | Sequence[str] | None = None,
+    adapter: str | None = None,
+    modality: str = "rna",
 ) -> tuple[AnnData, dict[str, Any]]:
     """Download a GEO series' supplementary counts and return them as one AnnData.
 
@@ -606,6 +754,16 @@ def acquire_geo(
         Base delay (s) of the exponential retry backoff.
     progress
         tqdm progress bars (``None``: only for files >= 100 MiB).
+    files
+        Shell glob(s) (comma-separated) on file names restricting the files
+        considered (combined with ``file_pattern``); inside ``GSE*_RAW.tar`` they
+        filter the members too unless they match none of them.
+    adapter
+        Force the adapter used for every chosen file (a key of
+        :data:`geovae.data.readers.ADAPTERS`) instead of the automatic choice.
+    modality
+        ``"rna"`` or ``"atac"``: file preference and the feature type read from
+        multi-modal files (10x Multiome h5: Gene Expression or Peaks).
 
     Returns
     -------
@@ -627,6 +785,9 @@ def acquire_geo(
 
     acc = accession.strip().upper()
     base = _normalize_base(base_url)
+    if files:
+        glob_re = globs_to_regex(files)
+        file_pattern = glob_re if not file_pattern else f"(?={glob_re})(?:{file_pattern})"
     root = Path(cache_dir) / acc
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -656,13 +817,15 @@ def acquire_geo(
         {gsm: [_file_name(u) for u in urls] for gsm, urls in sample_urls.items()},
         level=level,
         file_pattern=file_pattern,
+        modality=modality,
     )
+    is_raw_tar = plan["level"] == "series" and plan["series"]["format"] == "raw_tar"
     if samples is not None and plan["level"] == "samples" and plan["skipped"]:
         raise ValueError(
             f"{acc}: requested samples without a usable supplementary file: "
             + "; ".join(f"{g}: {sample_urls[g]}" for g in plan["skipped"])
         )
-    if samples is not None and plan["level"] == "series" and level != "series":
+    if samples is not None and plan["level"] == "series" and level != "series" and not is_raw_tar:
         # a series-level file holds every sample: do not silently ignore `samples`
         raise ValueError(
             f"{acc}: requested samples {samples} have no usable per-sample file; only the "
@@ -690,31 +853,31 @@ def acquire_geo(
             parts = []
             for gsm, choice in plan["samples"].items():
                 paths = fetch(gsm, choice["files"], root / gsm)
-                part = _read_group(choice["format"], paths)
-                part.obs_names = [f"{gsm}_{b}" for b in part.obs_names]
-                for key, value in _sample_obs(gsm, gse.gsms[gsm].metadata).items():
-                    part.obs[key] = value
-                parts.append(part)
+                part = _read_group(choice["format"], paths, adapter, modality)
+                parts.append(_tag_sample(part, gsm, gse.gsms[gsm].metadata))
                 log.info("%s/%s: %d cells x %d features", acc, gsm, *part.shape)
             for gsm, why in plan["skipped"].items():
                 log.warning("%s/%s skipped: %s (files %s)", acc, gsm, why, sample_urls[gsm])
-            if len(parts) == 1:
-                adata = parts[0]
-            else:
-                adata = ad.concat(parts, join="outer", merge="same", fill_value=0)
-            for col in adata.obs.columns:
-                if adata.obs[col].dtype == object:  # sample metadata; missing stays NaN
-                    adata.obs[col] = adata.obs[col].astype("category")
+            adata = _merge(parts)
             used = [r["file"] for r in records]
+        elif is_raw_tar:
+            tar_path = fetch("series", plan["series"]["files"], root / "suppl")[0]
+            groups = _unpack_raw_tar(tar_path, root / "RAW")
+            adata, raw_plan = _read_raw_tar_groups(acc, groups, gse, samples, file_pattern,
+                                                   adapter, modality)
+            plan["raw_tar"] = raw_plan
+            used = [f"{tar_path.name}:{f}" for c in raw_plan.values() for f in c["files"]]
         else:
             choice = plan["series"]
             paths = fetch("series", choice["files"], root / "suppl")
-            adata = _read_group(choice["format"], paths)
+            adata = _read_group(choice["format"], paths, adapter, modality)
             used = choice["files"]
 
     as_counts_csr(adata)
     check_counts(adata, source=f"{acc} ({', '.join(used)})")
-    adata.uns["geo"] = {"accession": acc, "level": plan["level"], "files": list(used)}
+    organisms = sorted({o for g in gse.gsms.values() for o in g.metadata.get("organism_ch1", [])})
+    adata.uns["geo"] = {"accession": acc, "level": plan["level"], "files": list(used),
+                        "organism": organisms, "modality": modality}
 
     manifest: dict[str, Any] = {
         "accession": acc,
@@ -727,6 +890,7 @@ def acquire_geo(
             "samples": {g: [_file_name(u) for u in us] for g, us in sample_urls.items()},
         },
         "plan": plan,
+        "organism": organisms,
         "files": records,
         "n_obs": int(adata.n_obs),
         "n_vars": int(adata.n_vars),
@@ -740,3 +904,43 @@ def acquire_geo(
         "platform": sys.platform,
     }
     return adata, manifest
+
+
+def _read_raw_tar_groups(
+    acc: str,
+    groups: dict[str, list[Path]],
+    gse: Any,
+    samples: list[str] | None,
+    file_pattern: str | None,
+    adapter: str | None,
+    modality: str,
+) -> tuple[AnnData, dict[str, Any]]:
+    """Read every GSM group unpacked from ``GSE*_RAW.tar`` (see :func:`acquire_geo`)."""
+    names = {g: [p.name for p in ps] for g, ps in groups.items() if g != "other"}
+    pat = re.compile(file_pattern) if file_pattern else None
+    if pat is not None and any(pat.search(n) for ns in names.values() for n in ns):
+        names = {g: [n for n in ns if pat.search(n)] for g, ns in names.items()}
+    wanted = samples if samples is not None else sorted(names)
+    missing = [g for g in wanted if g not in names]
+    if missing:
+        raise ValueError(f"{acc}_RAW.tar: samples {missing} have no files in the archive "
+                         f"(it holds {sorted(names)})")
+    plan: dict[str, Any] = {}
+    parts = []
+    for gsm in wanted:
+        opts = _options(names[gsm], "sample", modality)
+        if not opts:
+            if samples is not None:
+                raise ValueError(f"{acc}_RAW.tar: no usable file for {gsm}: {names[gsm]}")
+            log.warning("%s_RAW.tar: %s skipped, no usable file in %s", acc, gsm, names[gsm])
+            continue
+        fmt, chosen = opts[0]
+        plan[gsm] = {"format": fmt, "files": chosen}
+        folder = groups[gsm][0].parent
+        part = _read_group(fmt, [folder / n for n in chosen], adapter, modality)
+        meta = gse.gsms[gsm].metadata if gsm in gse.gsms else None
+        parts.append(_tag_sample(part, gsm, meta))
+        log.info("%s_RAW.tar/%s: %d cells x %d features (%s)", acc, gsm, *part.shape, fmt)
+    if not parts:
+        raise ValueError(f"{acc}_RAW.tar: no sample has a usable file; members: {names}")
+    return _merge(parts), plan

@@ -16,6 +16,10 @@ dense      delimited text ``.csv``/``.tsv``/``.txt``/``.tab`` (optionally ``.gz`
 tar        ``.tar``/``.tar.gz``/``.tgz`` archive holding one of the above
 ========== ==========================================================================
 
+More adapters (loom, scATAC peak matrices and fragment files, 10x Multiome,
+MuData ``.h5mu``, Visium) are registered by :mod:`geovae.data.adapters`, which also documents how
+to write and register a new one (:func:`register_adapter`).
+
 Every adapter returns ``.X`` as CSR float32 with integer values, unique
 ``var_names`` (gene symbols where known, made unique) and ``var["gene_ids"]``
 where the input carries gene ids.
@@ -52,6 +56,7 @@ __all__ = [
     "read_h5ad_counts",
     "read_local",
     "read_tar",
+    "register_adapter",
 ]
 
 log = logging.getLogger(__name__)
@@ -228,7 +233,10 @@ def _resolve_10x_dir(path: Path, prefix: str | None) -> tuple[Path, dict[str, st
 
 
 def read_10x_mtx(
-    path: str | Path, prefix: str | None = None, feature_type: str | None = "Gene Expression"
+    path: str | Path,
+    prefix: str | None = None,
+    feature_type: str | None = "Gene Expression",
+    modality: str | None = None,
 ) -> AnnData:
     """Read a 10x Market Exchange triplet (v2 ``genes.tsv`` or v3 ``features.tsv``).
 
@@ -242,6 +250,8 @@ def read_10x_mtx(
     feature_type
         When the features file has a type column with several types, keep only
         this one (default ``"Gene Expression"``); ``None`` keeps all.
+    modality
+        ``"atac"`` keeps ``"Peaks"`` features instead (10x Multiome triplets).
 
     Returns
     -------
@@ -250,6 +260,8 @@ def read_10x_mtx(
         ``var["gene_ids"]`` and, for v3, ``var["feature_types"]``.
     """
     path = Path(path)
+    if modality == "atac":
+        feature_type = "Peaks"
     directory, trip = _resolve_10x_dir(path, prefix)
     mtx_path = directory / trip["matrix"]
     with _open_maybe_gz(mtx_path) as fh:
@@ -285,6 +297,8 @@ def _hdf5_kind(path: Path) -> str:
         keys = set(f.keys())
         if "X" in keys or "obs" in keys:
             return "h5ad"
+        if "row_attrs" in keys and "col_attrs" in keys:
+            return "loom"
         if "matrix" in keys or any(
             isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys
         ):
@@ -292,7 +306,9 @@ def _hdf5_kind(path: Path) -> str:
     raise ValueError(f"{path}: HDF5 file is neither an AnnData h5ad nor a 10x h5 (keys {sorted(keys)})")
 
 
-def read_10x_h5(path: str | Path, feature_type: str | None = "Gene Expression") -> AnnData:
+def read_10x_h5(
+    path: str | Path, feature_type: str | None = "Gene Expression", modality: str | None = None
+) -> AnnData:
     """Read a Cell Ranger ``.h5`` matrix with :func:`scanpy.read_10x_h5`.
 
     Parameters
@@ -301,6 +317,8 @@ def read_10x_h5(path: str | Path, feature_type: str | None = "Gene Expression") 
         The ``.h5`` file (v3 ``/matrix`` layout or v2 per-genome layout).
     feature_type
         Keep only this feature type when several are present (``None`` keeps all).
+    modality
+        ``"atac"`` keeps ``"Peaks"`` features instead (10x Multiome / ATAC h5).
 
     Returns
     -------
@@ -310,6 +328,8 @@ def read_10x_h5(path: str | Path, feature_type: str | None = "Gene Expression") 
     import scanpy as sc
 
     path = Path(path)
+    if modality == "atac":
+        feature_type = "Peaks"
     adata = sc.read_10x_h5(path, gex_only=False)
     adata = _keep_feature_type(adata, feature_type, str(path))
     return _finalize(adata)
@@ -568,10 +588,16 @@ def _pick_in_tree(root: Path) -> Path:
         for trip in find_10x_triplets(names):
             rank = 0 if "filtered" in (str(d) + trip["prefix"]).lower() else 1
             candidates.append((rank, str(d / trip["matrix"]), d / trip["matrix"]))
+        from geovae.data.adapters import find_peak_triplets
+
+        for trip in find_peak_triplets(names):
+            candidates.append((1, str(d / trip["matrix"]), d / trip["matrix"]))
     if not candidates:
         for p in files:
             low = _strip_gz(p.name.lower())
-            if low.endswith(".h5ad"):
+            if low.endswith(".loom"):
+                candidates.append((2, str(p), p))
+            elif low.endswith((".h5ad", ".h5mu")):
                 candidates.append((2, str(p), p))
             elif low.endswith(".h5"):
                 candidates.append((0 if "filtered" in low else 3, str(p), p))
@@ -582,7 +608,9 @@ def _pick_in_tree(root: Path) -> Path:
     return sorted(candidates)[0][2]
 
 
-def read_tar(path: str | Path, orientation: Orientation = "auto") -> AnnData:
+def read_tar(
+    path: str | Path, orientation: Orientation = "auto", modality: str | None = None
+) -> AnnData:
     """Read counts from a ``.tar``/``.tar.gz`` archive (e.g. a zipped Cell Ranger folder).
 
     The archive is extracted (safely, with the tarfile ``data`` filter) into a
@@ -595,6 +623,8 @@ def read_tar(path: str | Path, orientation: Orientation = "auto") -> AnnData:
         The archive.
     orientation
         Passed to :func:`read_dense` if a dense table is read.
+    modality
+        Passed to the inner adapter (feature-type selection).
 
     Returns
     -------
@@ -607,7 +637,7 @@ def read_tar(path: str | Path, orientation: Orientation = "auto") -> AnnData:
             tf.extractall(tmp, filter="data")
         inner = _pick_in_tree(Path(tmp))
         log.info("%s: reading %s", path, inner.relative_to(tmp))
-        return read_local(inner, orientation=orientation, validate=False)
+        return read_local(inner, orientation=orientation, modality=modality, validate=False)
 
 
 ADAPTERS: dict[str, Callable[..., AnnData]] = {
@@ -617,14 +647,46 @@ ADAPTERS: dict[str, Callable[..., AnnData]] = {
     "dense": read_dense,
     "tar": read_tar,
 }
+# (name, predicate) pairs tried by detect_adapter before the built-in rules
+_DETECTORS: list[tuple[str, Callable[[Path], bool]]] = []
+# options read_local may pass to an adapter whose signature names them
+_ADAPTER_OPTIONS = ("orientation", "modality", "min_fragments")
+
+
+def register_adapter(
+    name: str, reader: Callable[..., AnnData], detect: Callable[[Path], bool] | None = None
+) -> None:
+    """Add (or replace) an adapter usable by :func:`read_local` and the GEO acquisition.
+
+    Parameters
+    ----------
+    name
+        Adapter name (the dataset sheet's ``adapter`` column uses it).
+    reader
+        ``reader(path, **options) -> AnnData`` of cells x features raw counts;
+        options (``orientation``, ``modality``, ``min_fragments``) are passed only
+        when its signature names them.
+    detect
+        Optional predicate on a path; when it returns True, :func:`detect_adapter`
+        chooses this adapter (checked before the built-in rules, in registration order).
+    """
+    ADAPTERS[name] = reader
+    _DETECTORS[:] = [(n, d) for n, d in _DETECTORS if n != name]
+    if detect is not None:
+        _DETECTORS.append((name, detect))
+
+
+def _load_adapters() -> None:
+    import geovae.data.adapters  # noqa: F401  (registers loom, atac_mtx, fragments, ...)
 
 
 def detect_adapter(path: str | Path) -> str:
     """Name of the adapter (key of :data:`ADAPTERS`) able to read ``path``.
 
-    Directories are 10x triplets; files are recognised by extension
-    (``.gz`` ignored), then by content (HDF5, MatrixMarket or tar magic,
-    otherwise text).
+    Registered detectors (loom, scATAC peak triplets, fragment files) are tried
+    first; then directories are 10x triplets and files are recognised by
+    extension (``.gz`` ignored), then by content (HDF5, MatrixMarket or tar
+    magic, otherwise text).
 
     Parameters
     ----------
@@ -634,13 +696,18 @@ def detect_adapter(path: str | Path) -> str:
     Returns
     -------
     str
-        ``"h5ad"``, ``"10x_mtx"``, ``"10x_h5"``, ``"dense"`` or ``"tar"``.
+        e.g. ``"h5ad"``, ``"10x_mtx"``, ``"10x_h5"``, ``"dense"``, ``"tar"``, ``"loom"``,
+        ``"atac_mtx"``, ``"fragments"``, ``"h5mu"``.
     """
+    _load_adapters()
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    for name, detect in _DETECTORS:
+        if detect(path):
+            return name
     if path.is_dir():
         return "10x_mtx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file or directory")
     low = path.name.lower()
     if low.endswith(_TAR_SUFFIXES):
         return "tar"
@@ -671,6 +738,8 @@ def read_local(
     adapter: str | None = None,
     *,
     orientation: Orientation = "auto",
+    modality: str | None = None,
+    min_fragments: int | None = None,
     validate: bool = True,
 ) -> AnnData:
     """Read a local count file or 10x directory into a cells x features AnnData.
@@ -678,13 +747,18 @@ def read_local(
     Parameters
     ----------
     path
-        File (``.h5ad``, ``.h5``, ``*matrix.mtx[.gz]``, ``.csv/.tsv/.txt[.gz]``,
-        ``.tar[.gz]``) or 10x mtx directory.
+        File (``.h5ad``, ``.h5``, ``.loom``, ``*matrix.mtx[.gz]``, ``.csv/.tsv/.txt[.gz]``,
+        ``.tar[.gz]``, ``fragments.tsv.gz``, ``.h5mu``) or 10x mtx directory.
     adapter
         Force an adapter (a key of :data:`ADAPTERS`); ``None`` detects it with
         :func:`detect_adapter`.
     orientation
         For dense tables: ``"auto"``, ``"cells_x_genes"`` or ``"genes_x_cells"``.
+    modality
+        ``"rna"`` or ``"atac"``: selects the feature type of multi-modal files
+        (10x Multiome: Gene Expression vs Peaks; ``.h5mu``: the rna or atac mod).
+    min_fragments
+        For fragment files: minimum fragments per kept cell (adapter default if ``None``).
     validate
         Run :func:`geovae.data.validate.check_counts` (raises ``ValueError``
         naming ``path`` on normalized, negative or empty matrices).
@@ -692,14 +766,30 @@ def read_local(
     Returns
     -------
     AnnData
-        ``.X`` CSR float32 integer counts, unique ``obs_names``/``var_names``.
+        ``.X`` CSR float32 integer counts, unique ``obs_names``/``var_names``;
+        gene symbols as ``var_names`` when the file has Ensembl ids plus symbols;
+        ``var["chr"]``/``["start"]``/``["end"]`` when features are peaks.
     """
+    import inspect
+
+    from geovae.data.adapters import annotate_peaks, use_gene_symbols
+
     path = Path(path)
+    _load_adapters()
     name = adapter or detect_adapter(path)
     if name not in ADAPTERS:
         raise ValueError(f"unknown adapter {name!r} for {path}; choose one of {sorted(ADAPTERS)}")
     fn = ADAPTERS[name]
-    adata = fn(path, orientation=orientation) if name in ("dense", "tar") else fn(path)
+    given = {"orientation": orientation, "modality": modality, "min_fragments": min_fragments}
+    params = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in given.items() if k in params and v is not None}
+    adata = fn(path, **kwargs)
+    if modality != "atac":
+        use_gene_symbols(adata)
+    if modality == "atac" or name in ("atac_mtx", "fragments"):
+        annotate_peaks(adata)
+    adata = _finalize(adata)
+    adata.uns["geovae_adapter"] = name
     if validate:
         check_counts(adata, source=str(path))
     return adata

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from geovae.interpretation.components import annotate_components, component_names
-from geovae.interpretation.enrichment import GeneSetCoverageWarning, enrich_components
+from geovae.interpretation.enrichment import (GeneSetCoverageWarning, empty_gsea, enrich_components,
+                                               prerank_components)
+from geovae.interpretation.validation import empty_validation, validate_adata
 
 
 @dataclass
@@ -29,6 +33,16 @@ class InterpretationResult:
         ``genes x components`` Pearson correlations.
     warnings
         Messages a user must see (no gene sets, poor gene-set coverage, ...).
+    gsea
+        Tidy pre-ranked GSEA table (:func:`prerank_components`; empty when skipped).
+    validation
+        Ground-truth program validation (:func:`validate_programs`; empty without programs).
+    validation_note
+        Why ``validation`` is empty or partial, else ``None``.
+    latent
+        ``cells x d`` activations used.
+    markers
+        Per component ``(best marker, its expression over cells)`` or ``None``.
     """
 
     components: pd.DataFrame
@@ -36,6 +50,20 @@ class InterpretationResult:
     enrichment: pd.DataFrame
     correlations: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    gsea: pd.DataFrame = field(default_factory=empty_gsea)
+    validation: pd.DataFrame = field(default_factory=empty_validation)
+    validation_note: str | None = None
+    latent: np.ndarray | None = None
+    markers: list[tuple[str, np.ndarray] | None] = field(default_factory=list)
+
+    def save_component_umaps(self, umap: np.ndarray, path: str | Path) -> None:
+        """Write the activation-vs-best-marker UMAP panels of every component (PNG)."""
+        from geovae.plotting.enrichment import component_umaps
+
+        if self.latent is None:
+            raise ValueError("no latent stored in this result")
+        component_umaps(umap, self.latent, self.markers, component_labels=list(self.correlations.columns),
+                        path=path)
 
     def save_figures(self, dotplot: str | Path, heatmap: str | Path, top_n: int = 5) -> None:
         """Write the enrichment dot plot and the component x top-gene heatmap (PNG)."""
@@ -49,8 +77,21 @@ class InterpretationResult:
         component_heatmap(self.correlations, top_n=top_n, path=heatmap)
 
 
+def _marker_expression(adata: ad.AnnData, components: pd.DataFrame) -> list[tuple[str, np.ndarray] | None]:
+    out: list[tuple[str, np.ndarray] | None] = []
+    for gene in components["best_marker"]:
+        if gene is None or (isinstance(gene, float) and np.isnan(gene)) or str(gene) not in adata.var_names:
+            out.append(None)
+            continue
+        col = adata[:, str(gene)].X
+        col = col.toarray() if sp.issparse(col) else np.asarray(col)
+        out.append((str(gene), col.ravel().astype(np.float32)))
+    return out
+
+
 def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str = "rna",
-                  gmt: str | Path | None = None, n_top: int = 50, min_coverage: float = 0.05) -> InterpretationResult:
+                  gmt: str | Path | None = None, n_top: int = 50, min_coverage: float = 0.05,
+                  gsea_permutations: int = 100, seed: int = 0) -> InterpretationResult:
     """Annotate every latent component and test its top genes for GO enrichment.
 
     Parameters
@@ -67,6 +108,10 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         Genes per tail (LiVAE section 3.11 style annotation; default 50).
     min_coverage
         Minimum fraction of features found in the gene sets before enrichment is attempted.
+    gsea_permutations
+        Permutations of the pre-ranked GSEA per component; 0 skips GSEA.
+    seed
+        GSEA permutation seed.
     """
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
     correlations = pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
@@ -85,4 +130,12 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
             enrichment = enrich_components(component_genes, gmt, background=list(adata.var_names),
                                            min_overlap_fraction=min_coverage)
         messages += [str(w.message) for w in caught if issubclass(w.category, GeneSetCoverageWarning)]
-    return InterpretationResult(components, component_genes, enrichment, correlations, messages)
+    gsea = empty_gsea()
+    if gmt is not None and modality != "atac" and gsea_permutations > 0 and enrichment.attrs.get("n_terms_tested"):
+        gsea = prerank_components(correlations, gmt, permutations=gsea_permutations, seed=seed,
+                                  min_overlap_fraction=min_coverage)
+    validation, note = validate_adata(adata, correlations, latent_key=latent_key, n_top=n_top)
+    return InterpretationResult(components, component_genes, enrichment, correlations, messages, gsea=gsea,
+                                validation=validation, validation_note=note,
+                                latent=np.asarray(adata.obsm[latent_key], dtype=np.float64),
+                                markers=_marker_expression(adata, components))

@@ -122,7 +122,16 @@ def ilisi(
 ) -> dict[str, float]:
     """Integration LISI of the batches in ``Z``: median and scIB-scaled median.
 
-    Parameters are those of :func:`lisi_scores`.
+    Parameters
+    ----------
+    Z
+        ``n x d`` latent matrix.
+    batch
+        Batch label of every cell.
+    perplexity
+        Effective neighbourhood size of the Gaussian kernel (30, Korsunsky et al. 2019).
+    n_neighbors
+        Neighbours searched per cell (90 = 3 x perplexity, as Harmony's LISI).
 
     Returns
     -------

@@ -63,6 +63,11 @@ def coupling_degree(Z: np.ndarray) -> float:
     ``C = |corrcoef(Z.T)|``, ``COR = mean(C.sum(axis=1) - 1)``; 0 for uncorrelated
     dimensions, ``d - 1`` when all ``d`` dimensions are copies of one another.
     A constant dimension has no correlation: NaN with a warning.
+
+    Parameters
+    ----------
+    Z
+        ``n x d`` latent matrix.
     """
     Z = _as_latent(Z)
     if Z.shape[1] == 1:
@@ -220,6 +225,19 @@ def knn_accuracy(
 
     Stratified ``folds``-fold split (shuffled with ``seed``; plain KFold when a label has
     fewer than ``folds`` cells); mean accuracy over the folds.
+
+    Parameters
+    ----------
+    Z
+        ``n x d`` latent matrix.
+    labels
+        Cell labels.
+    k
+        Neighbours of the classifier (default 15).
+    folds
+        Cross-validation folds (default 5).
+    seed
+        Shuffling seed of the folds.
 
     Returns
     -------

@@ -314,7 +314,15 @@ class LatentNeighbourhood:
 
 
 def precompute_latent(Z: np.ndarray, n_jobs: int | None = None) -> LatentNeighbourhood:
-    """Build the reusable :class:`LatentNeighbourhood` of ``Z``."""
+    """Build the reusable :class:`LatentNeighbourhood` of ``Z``.
+
+    Parameters
+    ----------
+    Z
+        ``n x d`` latent matrix.
+    n_jobs
+        Threads of the neighbour ranking (default: available CPUs, at most 8).
+    """
     return LatentNeighbourhood(Z, n_jobs=n_jobs)
 
 
@@ -349,6 +357,11 @@ def coranking_matrix(Z: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
     ``Q[a-1, b-1]`` is the number of ordered pairs ``(i, j)``, ``i != j``, with rank ``a`` in
     ``Z`` and rank ``b`` in ``Y``.
+
+    Parameters
+    ----------
+    Z, Y
+        High- and low-dimensional coordinates of the same ``n`` points.
     """
     rz = rank_matrix(Z)
     ry = rank_matrix(Y)
@@ -361,7 +374,13 @@ def coranking_matrix(Z: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
 
 def qnx_from_coranking(Q: np.ndarray) -> np.ndarray:
-    """``Q_NX(K)``, ``K = 1..n-2``, from a co-ranking matrix via 2-D cumulative sums."""
+    """``Q_NX(K)``, ``K = 1..n-2``, from a co-ranking matrix via 2-D cumulative sums.
+
+    Parameters
+    ----------
+    Q
+        ``(n-1) x (n-1)`` co-ranking matrix (:func:`coranking_matrix`).
+    """
     Q = np.asarray(Q, dtype=np.int64)
     n = Q.shape[0] + 1
     block_sums = np.diagonal(Q.cumsum(axis=0).cumsum(axis=1))[: n - 2]

@@ -40,6 +40,11 @@ def covariance_spectrum(Z: np.ndarray) -> np.ndarray:
     """Eigenvalues of the covariance of ``Z``, descending, length ``d``.
 
     Computed as the squared singular values of the column-centred ``Z`` over ``n - 1``.
+
+    Parameters
+    ----------
+    Z
+        ``n x d`` latent matrix (at least 2 rows, finite).
     """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[0] < 2:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 _TAIL_MARK = {"positive": "+", "negative": "-"}
 
@@ -131,3 +128,70 @@ def component_heatmap(corr_table: pd.DataFrame, top_n: int = 5, ax: plt.Axes | N
     ax.set_yticks(range(len(genes)), [_shorten(str(g), 30) for g in genes], fontsize=6)
     ax.set_title("Top genes per latent component", fontsize=9)
     return _finish(ax, path)
+
+
+def component_umaps(umap: np.ndarray, latent: np.ndarray, markers: list[tuple[str, np.ndarray] | None],
+                    component_labels: list[str] | None = None, pairs_per_row: int = 2, point_size: float = 4.0,
+                    path: str | Path | None = None) -> plt.Figure:
+    """Per component, the UMAP coloured by its activation next to the UMAP coloured by its best marker.
+
+    Parameters
+    ----------
+    umap
+        ``cells x 2`` embedding coordinates (e.g. ``obsm["X_umap"]``).
+    latent
+        ``cells x d`` component activations.
+    markers
+        Per component ``(gene name, cells-long expression)`` of its best marker, or ``None``
+        (then the marker panel says so).
+    component_labels
+        Panel titles (default ``Z1..Zd``).
+    pairs_per_row
+        (activation, marker) pairs per figure row.
+    point_size
+        Scatter marker size.
+    path
+        When given, the figure is saved there (120 dpi) and closed.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``ceil(d / pairs_per_row)`` rows of ``2 * pairs_per_row`` panels (LiVAE paper Fig. 12B layout).
+    """
+    umap = np.asarray(umap, dtype=float)
+    latent = np.asarray(latent, dtype=float)
+    if umap.ndim != 2 or umap.shape[1] < 2 or latent.shape[0] != umap.shape[0]:
+        raise ValueError(f"umap {umap.shape} must be cells x 2 and match latent {latent.shape}")
+    d = latent.shape[1]
+    if len(markers) != d:
+        raise ValueError(f"markers has {len(markers)} entries for {d} components")
+    labels = component_labels or [f"Z{k + 1}" for k in range(d)]
+    pairs_per_row = max(1, min(pairs_per_row, d))
+    n_rows = int(np.ceil(d / pairs_per_row))
+    fig, axes = plt.subplots(n_rows, 2 * pairs_per_row, figsize=(3.0 * 2 * pairs_per_row, 2.8 * n_rows),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for k in range(d):
+        row, col = divmod(k, pairs_per_row)
+        ax_z, ax_g = axes[row, 2 * col], axes[row, 2 * col + 1]
+        order = np.argsort(latent[:, k], kind="stable")
+        pts = ax_z.scatter(umap[order, 0], umap[order, 1], c=latent[order, k], s=point_size, cmap="coolwarm",
+                           linewidths=0, rasterized=True)
+        fig.colorbar(pts, ax=ax_z, fraction=0.046, pad=0.02)
+        ax_z.set_title(f"{labels[k]} activation", fontsize=8)
+        if markers[k] is None:
+            ax_g.text(0.5, 0.5, "no positively\ncorrelated gene", ha="center", va="center", fontsize=8)
+        else:
+            gene, expr = markers[k]
+            expr = np.asarray(expr, dtype=float).ravel()
+            order = np.argsort(expr, kind="stable")  # high expression drawn on top
+            pts = ax_g.scatter(umap[order, 0], umap[order, 1], c=expr[order], s=point_size, cmap="viridis",
+                               linewidths=0, rasterized=True)
+            fig.colorbar(pts, ax=ax_g, fraction=0.046, pad=0.02)
+            ax_g.set_title(f"{labels[k]} best marker: {_shorten(str(gene), 25)}", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return fig
