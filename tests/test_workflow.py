@@ -144,3 +144,10 @@ def test_default_config_dry_run_builds_every_stage() -> None:
     assert proc.returncode == 0, out[-3000:]
     for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "aggregate_metrics", "summary"):
         assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+
+
+def test_seeds_from_the_command_line() -> None:
+    proc = _snakemake("-n", "--forceall", "--cores", "1", "--config", "seeds=[0,1]", cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "results/pbmc68k/livae/1/latent.tsv.gz" in out

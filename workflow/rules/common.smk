@@ -8,6 +8,8 @@ import yaml
 from snakemake.utils import validate
 
 
+# `--config seeds=[0,1]` arrives as strings: accept digit strings as integer seeds.
+config["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in config.get("seeds", [])]
 validate(config, schema="../schemas/config.schema.yaml")
 
 
