@@ -15,13 +15,16 @@ from torch import nn
 from .likelihoods import LIKELIHOODS, log_likelihood
 from .lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance
 
-__all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "LOSS_TERMS"]
+__all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "RECONSTRUCTIONS", "LOSS_TERMS"]
 
 GEOMETRIES = ("lorentz", "euclidean")
 #: ``bottleneck``: geometric loss between z and its bottleneck reconstruction l_d (the paper).
 #: ``two_views``: geometric loss between two independent reparameterised samples of z
 #: (a bottleneck-free consistency regulariser for ablations).
 REGULARIZATIONS = ("bottleneck", "two_views")
+#: Reconstruction paths in the loss (paper section 3.6 ablations): ``both`` (eq. 2),
+#: ``without_main`` (drop NLL(x | z)) or ``without_bottleneck`` (drop NLL(x | l_d)).
+RECONSTRUCTIONS = ("both", "without_main", "without_bottleneck")
 #: Keys of the dict returned by :meth:`LiVAEModule.forward`.
 LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
 
@@ -64,6 +67,9 @@ class LiVAEModule(nn.Module):
         ``"bottleneck"`` or ``"two_views"``, see :data:`REGULARIZATIONS`.
     max_tangent_norm
         Norm clamp of :func:`expmap0`.
+    reconstruction
+        Which reconstruction terms enter the loss, see :data:`RECONSTRUCTIONS` (both are
+        still computed and logged).
     """
 
     def __init__(
@@ -82,8 +88,13 @@ class LiVAEModule(nn.Module):
         beta_kl: float = 1.0,
         regularization: str = "bottleneck",
         max_tangent_norm: float = DEFAULT_MAX_TANGENT_NORM,
+        reconstruction: str = "both",
     ) -> None:
         super().__init__()
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction={reconstruction!r} is not one of {RECONSTRUCTIONS}")
+        if reconstruction == "without_bottleneck" and not use_bottleneck:
+            raise ValueError("reconstruction='without_bottleneck' needs use_bottleneck=True")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
         if geometry not in GEOMETRIES:
@@ -107,6 +118,7 @@ class LiVAEModule(nn.Module):
         self.beta_kl = float(beta_kl)
         self.regularization = regularization
         self.max_tangent_norm = float(max_tangent_norm)
+        self.reconstruction = reconstruction
 
         # encoder: x -> hidden -> (mu, logvar)
         self.encoder = _mlp_block(n_input, hidden_dim)
@@ -215,8 +227,10 @@ class LiVAEModule(nn.Module):
         if self.regularization == "two_views":
             geo = self._geo(z, self.sample(mu, logvar))
 
-        total = self.w_recon * recon + self.beta_kl * kl
-        if self.use_bottleneck:
+        total = self.beta_kl * kl
+        if self.reconstruction != "without_main":
+            total = total + self.w_recon * recon
+        if self.use_bottleneck and self.reconstruction != "without_bottleneck":
             total = total + self.w_bn_recon * recon_bn
         if self.lorentz_weight != 0.0:
             total = total + self.lorentz_weight * geo

@@ -19,7 +19,8 @@ class VAE(LiVAE):
     adata
         AnnData registered with :meth:`LiVAE.setup_anndata`.
     **params
-        Any other LiVAE parameter (latent_dim, hidden_dim, likelihood, ...).
+        Any other LiVAE parameter (latent_dim, hidden_dim, likelihood, ...); setting a fixed one
+        to another value raises :class:`ValueError`.
     """
 
     model_name = "vae"

@@ -127,9 +127,13 @@ class AnnDataBatches:
         inference-only use.
     transform
         Turns rows of ``X`` into model input.
+    obs_arrays
+        Extra per-cell arrays ``(n_obs, ...)`` returned under their key with every batch
+        (e.g. ``{"spatial": adata.obsm["spatial"]}``), as float32.
     """
 
-    def __init__(self, X: Any, counts: Any | None, transform: InputTransform) -> None:
+    def __init__(self, X: Any, counts: Any | None, transform: InputTransform,
+                 obs_arrays: Mapping[str, np.ndarray] | None = None) -> None:
         self.X = _as_row_indexable(X)
         self.counts = None if counts is None else _as_row_indexable(counts)
         self.transform = transform
@@ -138,6 +142,10 @@ class AnnDataBatches:
             if counts.shape != X.shape:
                 raise ValueError(f"counts shape {counts.shape} differs from X shape {X.shape}")
             self.library = np.asarray(self.counts.sum(axis=1), dtype=np.float32).reshape(-1, 1)
+        self.obs_arrays = {k: np.asarray(v, dtype=np.float32) for k, v in (obs_arrays or {}).items()}
+        for key, value in self.obs_arrays.items():
+            if value.shape[0] != X.shape[0]:
+                raise ValueError(f"obs array {key!r} has {value.shape[0]} rows, X has {X.shape[0]}")
 
     @property
     def n_obs(self) -> int:
@@ -152,4 +160,6 @@ class AnnDataBatches:
                 raise RuntimeError("this AnnDataBatches has no counts matrix")
             out["counts"] = _to_dense(self.counts[idx]).astype(np.float32, copy=False)
             out["library"] = self.library[idx]
+        for key, value in self.obs_arrays.items():
+            out[key] = value[idx]
         return out

@@ -1,7 +1,8 @@
 """Shared minibatch training loop for geovae models.
 
 A trainable module only needs ``module.loss(batch) -> dict[str, Tensor]`` with a
-``"total"`` key (every entry is logged per epoch); batches come from any object with
+``"total"`` key (every entry is logged per epoch) and may define
+``on_epoch_start(epoch, max_epochs)`` (called before each epoch, 1-based); batches come from any object with
 ``n_obs`` and ``get(indices) -> dict[str, np.ndarray]`` (e.g.
 :class:`geovae.training.data.AnnDataBatches`).
 """
@@ -303,6 +304,8 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         bar = tqdm(range(1, cfg.max_epochs + 1), desc="training", disable=not cfg.progress_bar, leave=False)
         for epoch in bar:
             t_epoch = time.perf_counter()
+            if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
+                module.on_epoch_start(epoch, cfg.max_epochs)
             train_terms = _run_epoch(module, data, rng.permutation(train_idx), cfg.batch_size, device,
                                      amp_dtype, optimizer, scaler, cfg.grad_clip)
             row: dict[str, float] = {"epoch": epoch}
