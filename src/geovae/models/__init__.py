@@ -22,10 +22,40 @@ REGISTRY: dict[str, str] = {
     "livae": "livae:LiVAE",
     "vae": "presets:VAE",
     "ivae": "presets:IVAE",
+    # beta-VAE family (Higgins et al. 2017; Burgess et al. 2018; Chen et al. 2018; Kumar et al. 2018;
+    # Zhao et al. 2019)
+    "betavae": "betavae:BetaVAE",
+    "betavae_c": "betavae:BetaVAECapacity",
+    "betatcvae": "betavae:BetaTCVAE",
+    "dipvae1": "betavae:DIPVAE1",
+    "dipvae2": "betavae:DIPVAE2",
+    "infovae": "betavae:InfoVAE",
+    # seed models
+    "sivae": "sivae:SiVAE",
+    "dpvae": "dpvae:DPVAE",
+    # classical baselines (scikit-learn) and LSI for scATAC
+    "pca": "classical:PCA",
+    "kpca": "classical:KernelPCA",
+    "ica": "classical:ICA",
+    "fa": "classical:FactorAnalysis",
+    "nmf": "classical:NMF",
+    "tsvd": "classical:TruncatedSVD",
+    "dicl": "classical:DictionaryLearning",
+    "lsi": "classical:LSI",
+    # scvi-tools models (optional extra, envs/scvi.yaml)
+    "scvi": "scvi_models:SCVI",
+    "peakvi": "scvi_models:PeakVI",
+    "poissonvi": "scvi_models:PoissonVI",
 }
 
 #: Families of the registry, for documentation and reports.
-FAMILIES: dict[str, str] = {"livae": "LiVAE", "vae": "LiVAE ablation", "ivae": "LiVAE ablation"}
+FAMILIES: dict[str, str] = {
+    "livae": "LiVAE", "vae": "LiVAE ablation", "ivae": "LiVAE ablation",
+    **{name: "beta-VAE family" for name in ("betavae", "betavae_c", "betatcvae", "dipvae1", "dipvae2", "infovae")},
+    "sivae": "siVAE", "dpvae": "dp-VAE",
+    **{name: "classical" for name in ("pca", "kpca", "ica", "fa", "nmf", "tsvd", "dicl", "lsi")},
+    **{name: "scvi-tools" for name in ("scvi", "peakvi", "poissonvi")},
+}
 
 
 def register(name: str, target: str, family: str = "other") -> None:
