@@ -6,7 +6,7 @@ from geovae.gpu import visible_devices_for_job
 from geovae.io import write_latent_table
 from geovae.pl import loss_curves
 from geovae.runinfo import log_to, run_info, write_json
-from geovae.tl import fit_model
+from geovae.tl import fit_model, model_outputs
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     wc = snakemake.wildcards
@@ -17,8 +17,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             print(f"CUDA_VISIBLE_DEVICES={gpus}")
         model = fit_model(adata, model=wc.model, params=snakemake.params.model_params, train=snakemake.params.train,
                           device=snakemake.params.device, seed=int(wc.seed), progress_bar=True)
-    bottleneck = model.get_bottleneck_representation() if getattr(model, "has_bottleneck", False) else None
-    write_latent_table(snakemake.output.latent, adata.obs_names, model.get_latent_representation(), bottleneck)
+    outputs = model_outputs(model)
+    write_latent_table(snakemake.output.latent, adata.obs_names, outputs["latent"], outputs["bottleneck"])
     model.history.to_csv(snakemake.output.history, sep="\t", index=False)
     loss_curves(model.history, snakemake.output.loss, title=f"{wc.model} on {wc.dataset} (seed {wc.seed})")
     model.save(snakemake.output.model, overwrite=True)

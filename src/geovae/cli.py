@@ -66,6 +66,8 @@ def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[s
 
 
 def _model_param_names(cls: type) -> list[str]:
+    if hasattr(cls, "default_params"):
+        return sorted(cls.default_params())
     import inspect
 
     return [p for p in inspect.signature(cls.__init__).parameters if p not in {"self", "adata"}]
@@ -105,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cls = get_model(args.model)
     except KeyError as exc:
         raise UsageError(_error_text(exc)) from exc
-    params = {"likelihood": "auto", **parse_params(args.param)}
     known = _model_param_names(cls)
+    params = {**({"likelihood": "auto"} if "likelihood" in known else {}), **parse_params(args.param)}
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise UsageError(f"unknown {args.model} parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -143,10 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          progress_bar=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model", overwrite=args.overwrite)
-    latent = model.get_latent_representation()
-    bottleneck = None
-    if hasattr(model, "get_bottleneck_representation") and resolved.get("use_bottleneck", True):
-        bottleneck = model.get_bottleneck_representation()
+    outputs = tl.model_outputs(model)
+    latent, bottleneck = outputs["latent"], outputs["bottleneck"]
     write_latent_table(out / "latent.tsv.gz", adata.obs_names, latent, bottleneck)
     model.history.to_csv(out / "history.tsv", sep="\t", index=False)
 
@@ -243,6 +243,30 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
     table = read_sheet(args.sheet)
     table.to_csv(sys.stdout, sep="\t", index=False)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- models
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``geovae models``: the registry with each model's family, availability and default parameters."""
+    from geovae.models import FAMILIES, available_models, get_model
+
+    rows = []
+    for name in available_models():
+        try:
+            cls = get_model(name)
+            defaults = cls.default_params() if hasattr(cls, "default_params") else {}
+            status, shown = "ok", ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+        except ImportError as exc:  # optional dependency missing
+            status, shown = "not installed", _error_text(exc).splitlines()[0]
+        rows.append((name, FAMILIES.get(name, ""), status, shown))
+    if args.names_only:
+        print("\n".join(r[0] for r in rows))
+        return EXIT_OK
+    print("model\tfamily\tstatus\tdefaults")
+    for row in rows:
+        print("\t".join(row))
     return EXIT_OK
 
 
@@ -371,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: geovae train --input raw.h5ad --modality rna --out runs/livae "
                               "--param latent_dim=8 --max-epochs 100")
     p.add_argument("--input", required=True, metavar="H5AD", help="preprocessed or raw-count .h5ad")
-    p.add_argument("--model", default="livae", help="model name (default: livae)")
+    p.add_argument("--model", default="livae",
+                   help="model name from the registry (default: livae; `geovae models` lists them)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="model hyperparameter, repeatable (e.g. latent_dim=8, likelihood=zinb); "
@@ -445,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Validate the dataset sheet and print it.")
     d.add_argument("--sheet", default="config/datasets.tsv", help="sheet (default: config/datasets.tsv)")
     d.set_defaults(func=cmd_datasets_list)
+
+    p = sub.add_parser("models", formatter_class=fmt, help="list the models of the zoo",
+                       description="List the registered models (config names), their family, whether they "
+                                   "can be imported here and their default parameters.")
+    p.add_argument("--names-only", action="store_true", help="print the names only")
+    p.set_defaults(func=cmd_models)
 
     sub.add_parser("run", help="run the Snakemake pipeline (args go to snakemake)", add_help=False,
                    description="See 'geovae run --help'.")

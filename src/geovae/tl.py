@@ -90,13 +90,37 @@ def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any]
     return instance
 
 
+def model_outputs(instance: Any, adata: ad.AnnData | None = None) -> dict[str, Any]:
+    """What a trained model gives per cell and per feature, in one place.
+
+    Parameters
+    ----------
+    instance
+        A trained model of the zoo.
+    adata
+        Data to encode (default: the training data).
+
+    Returns
+    -------
+    dict
+        ``latent`` (cells x latent), ``bottleneck`` (cells x bottleneck_dim, or None) and ``loadings``
+        (a features x latent DataFrame from ``get_loadings()``, or None).
+    """
+    bottleneck = None
+    if getattr(instance, "has_bottleneck", False):
+        bottleneck = instance.get_bottleneck_representation(adata)
+    get_loadings = getattr(instance, "get_loadings", None)
+    return {"latent": instance.get_latent_representation(adata), "bottleneck": bottleneck,
+            "loadings": get_loadings() if callable(get_loadings) else None}
+
+
 def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
           params: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
           device: str = "auto", seed: int = 0, **kwargs: Any):
     """Train ``model`` on ``adata`` and store its latent means in ``obsm[key_added]``.
 
-    Also stores ``obsm["X_bottleneck"]`` when the model has a bottleneck and the run provenance in
-    ``uns["geovae_train"]``.
+    Also stores ``obsm["X_bottleneck"]`` when the model has a bottleneck, ``varm["loadings"]`` when it
+    has feature loadings (siVAE, linear baselines) and the run provenance in ``uns["geovae_train"]``.
 
     Parameters
     ----------
@@ -122,9 +146,12 @@ def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
     The trained model (its ``history`` holds the loss terms per epoch).
     """
     instance = fit_model(adata, model=model, params=params, train=train, device=device, seed=seed, **kwargs)
-    adata.obsm[key_added or f"X_{model}"] = instance.get_latent_representation()
-    if getattr(instance, "has_bottleneck", False):
-        adata.obsm["X_bottleneck"] = instance.get_bottleneck_representation()
+    outputs = model_outputs(instance)
+    adata.obsm[key_added or f"X_{model}"] = outputs["latent"]
+    if outputs["bottleneck"] is not None:
+        adata.obsm["X_bottleneck"] = outputs["bottleneck"]
+    if outputs["loadings"] is not None:
+        adata.varm["loadings"] = np.asarray(outputs["loadings"].reindex(adata.var_names), dtype=np.float32)
     adata.uns["geovae_train"] = _h5ad_safe(dict(getattr(instance, "metadata", {})))
     return instance
 

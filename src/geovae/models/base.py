@@ -359,9 +359,10 @@ class NeuralModel(BaseModel):
     @classmethod
     def default_params(cls) -> dict[str, Any]:
         sig = inspect.signature(cls.module_class.__init__)
-        return {name: p.default for name, p in sig.parameters.items()
-                if name not in ("self", "n_input") and p.default is not inspect.Parameter.empty
-                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        defaults = {name: p.default for name, p in sig.parameters.items()
+                    if name not in ("self", "n_input") and p.default is not inspect.Parameter.empty
+                    and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        return {**defaults, **cls._fixed}
 
     def _build_module(self, seed: int) -> nn.Module:
         # seeded initialisation without disturbing the caller's global RNG
