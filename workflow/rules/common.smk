@@ -40,6 +40,30 @@ DATASETS = load_dataset_sheet(config["datasets"])
 MODELS = [str(m) for m in config["models"]]
 SEEDS = [str(s) for s in config["seeds"]]
 
+# The model registry of the package, read as a file (the Snakemake process need not import geovae).
+MODEL_SPECS = yaml.safe_load((Path(workflow.basedir) / "src" / "geovae" / "models" / "registry.yaml").read_text())
+_unknown_models = [m for m in MODELS if m not in MODEL_SPECS]
+if _unknown_models:
+    raise ValueError(f"config 'models': unknown model(s) {', '.join(_unknown_models)}; "
+                     f"available: {', '.join(sorted(MODEL_SPECS))}")
+
+
+def model_applies(dataset, model):
+    """Whether ``model`` runs on ``dataset``: its modality is one the model handles and the sheet
+    provides what it requires (``spatial``: a ``spatial_key`` column value)."""
+    spec = MODEL_SPECS[model]
+    row = DATASETS.loc[dataset]
+    if row["modality"] not in spec.get("modalities", ["rna", "atac"]):
+        return False
+    if "spatial" in spec.get("requires", []) and not str(row.get("spatial_key", "") or ""):
+        return False
+    return True
+
+
+def run_pairs():
+    """(dataset, model) pairs the workflow trains, in sheet x config order."""
+    return [(d, m) for d in DATASETS.index for m in MODELS if model_applies(d, m)]
+
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS.index)) or "NONE",
@@ -69,7 +93,8 @@ def gene_sets_for(wildcards):
 
 
 def run_targets(pattern):
-    return expand(pattern, dataset=DATASETS.index, model=MODELS, seed=SEEDS)
+    """``pattern`` expanded over every applicable (dataset, model) pair and every seed."""
+    return [pattern.format(dataset=d, model=m, seed=s) for d, m in run_pairs() for s in SEEDS]
 
 
 def all_targets():

@@ -9,56 +9,31 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .base import BaseModel, NeuralModel, read_saved_meta
 from .livae import LiVAE
 from .livae_module import LiVAEModule
 from .presets import IVAE, VAE
 
+#: Where the registry lives (also read by the Snakemake workflow, which does not import geovae).
+REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
+#: Full registry records: name -> {target, family, modalities, requires, extra}.
+SPECS: dict[str, dict[str, Any]] = {
+    name: {"modalities": ["rna", "atac"], "requires": [], "extra": None, **spec}
+    for name, spec in yaml.safe_load(REGISTRY_FILE.read_text()).items()
+}
 #: Registry: config name -> ``"module:Class"`` inside :mod:`geovae.models`.
-REGISTRY: dict[str, str] = {
-    # LiVAE and its ablations (LiVAE paper sections 2-3)
-    "livae": "livae:LiVAE",
-    "vae": "presets:VAE",
-    "ivae": "presets:IVAE",
-    # beta-VAE family (Higgins et al. 2017; Burgess et al. 2018; Chen et al. 2018; Kumar et al. 2018;
-    # Zhao et al. 2019)
-    "betavae": "betavae:BetaVAE",
-    "betavae_c": "betavae:BetaVAECapacity",
-    "betatcvae": "betavae:BetaTCVAE",
-    "dipvae1": "betavae:DIPVAE1",
-    "dipvae2": "betavae:DIPVAE2",
-    "infovae": "betavae:InfoVAE",
-    # seed models
-    "sivae": "sivae:SiVAE",
-    "dpvae": "dpvae:DPVAE",
-    # classical baselines (scikit-learn) and LSI for scATAC
-    "pca": "classical:PCA",
-    "kpca": "classical:KernelPCA",
-    "ica": "classical:ICA",
-    "fa": "classical:FactorAnalysis",
-    "nmf": "classical:NMF",
-    "tsvd": "classical:TruncatedSVD",
-    "dicl": "classical:DictionaryLearning",
-    "lsi": "classical:LSI",
-    # scvi-tools models (optional extra, envs/scvi.yaml)
-    "scvi": "scvi_models:SCVI",
-    "peakvi": "scvi_models:PeakVI",
-    "poissonvi": "scvi_models:PoissonVI",
-}
-
+REGISTRY: dict[str, str] = {name: spec["target"] for name, spec in SPECS.items()}
 #: Families of the registry, for documentation and reports.
-FAMILIES: dict[str, str] = {
-    "livae": "LiVAE", "vae": "LiVAE ablation", "ivae": "LiVAE ablation",
-    **{name: "beta-VAE family" for name in ("betavae", "betavae_c", "betatcvae", "dipvae1", "dipvae2", "infovae")},
-    "sivae": "siVAE", "dpvae": "dp-VAE",
-    **{name: "classical" for name in ("pca", "kpca", "ica", "fa", "nmf", "tsvd", "dicl", "lsi")},
-    **{name: "scvi-tools" for name in ("scvi", "peakvi", "poissonvi")},
-}
+FAMILIES: dict[str, str] = {name: spec["family"] for name, spec in SPECS.items()}
 
 
-def register(name: str, target: str, family: str = "other") -> None:
+def register(name: str, target: str, family: str = "other", modalities: tuple[str, ...] = ("rna", "atac"),
+             requires: tuple[str, ...] = ()) -> None:
     """Add a model to :data:`REGISTRY` (``target`` is ``"module:Class"`` relative to geovae.models).
 
     Parameters
@@ -69,7 +44,11 @@ def register(name: str, target: str, family: str = "other") -> None:
         ``"module:Class"`` inside :mod:`geovae.models`, or an absolute ``"package.module:Class"``.
     family
         Family shown in reports.
+    modalities, requires
+        Data types the model applies to and per-dataset requirements (``"spatial"``).
     """
+    SPECS[name] = {"target": target, "family": family, "modalities": list(modalities),
+                   "requires": list(requires), "extra": None}
     REGISTRY[name] = target
     FAMILIES[name] = family
 
@@ -141,5 +120,5 @@ class _ModelsView(dict):
 MODELS: dict[str, type] = _ModelsView()
 
 
-__all__ = ["BaseModel", "NeuralModel", "LiVAE", "LiVAEModule", "VAE", "IVAE", "REGISTRY", "FAMILIES", "MODELS",
+__all__ = ["BaseModel", "NeuralModel", "LiVAE", "LiVAEModule", "VAE", "IVAE", "REGISTRY", "SPECS", "FAMILIES", "MODELS",
            "register", "available_models", "get_model", "load_model"]
