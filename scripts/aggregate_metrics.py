@@ -2,10 +2,10 @@
 
 import pandas as pd
 
-from geovae.runinfo import log_to
+from geovae.runinfo import atomic_outputs, log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     tables = [pd.read_csv(path, sep="\t") for path in snakemake.input]
     merged = pd.concat(tables, ignore_index=True)
-    merged.to_csv(snakemake.output[0], sep="\t", index=False, float_format="%.6g")
+    merged.to_csv(out[0], sep="\t", index=False, float_format="%.6g")
     print(f"{len(merged)} metric rows from {len(tables)} runs")

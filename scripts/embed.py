@@ -1,19 +1,23 @@
 """Rule embed: latent means -> embedding.h5ad (X_latent, X_bottleneck, X_umap, X_tsne) and figures."""
 
+import json
+from pathlib import Path
+
 import anndata as ad
 
 from geovae.embedding import embed_2d
 from geovae.io import read_latent_table
 from geovae.pl import embedding_scatter
-from geovae.runinfo import log_to, run_info, write_json
+from geovae.runinfo import atomic_outputs, log_to, provenance, run_info, write_json
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
     data = ad.read_h5ad(snakemake.input.data, backed="r")
     obs = data.obs.copy()
     cells, latent, bottleneck = read_latent_table(snakemake.input.latent)
     if list(cells) != list(obs.index):
         raise ValueError(f"{snakemake.input.latent}: cells differ from {snakemake.input.data}")
+    training = json.loads(Path(snakemake.input.train_info).read_text()).get("training", {})
     settings = params.settings
     coords, seconds = embed_2d(latent, n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
                                perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads)
@@ -26,10 +30,14 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         result.obsm["program_usage"] = data.obsm["program_usage"]
     info = run_info(dataset=wc.dataset, model=wc.model, seed=params.seed, seconds=seconds, settings=dict(settings))
     result.uns["geovae_embed"] = {"seconds": seconds}
-    result.write_h5ad(snakemake.output.h5ad)
+    result.uns["geovae"] = provenance(
+        config=snakemake.config, seed=params.seed, device=training.get("device"), rule="embed",
+        dataset=wc.dataset, model=wc.model, device_name=training.get("device_name"),
+        timings={"train": training.get("train_seconds"), **{f"embed_{k}": v for k, v in seconds.items()}})
+    result.write_h5ad(out.h5ad)
     color = [key for key in (params.label_key, params.batch_key) if key] or [None]
     title = f"{wc.model} / {wc.dataset}"
-    embedding_scatter(coords["X_umap"], obs, color, "UMAP", snakemake.output.umap, title=title)
-    embedding_scatter(coords["X_tsne"], obs, color, "t-SNE", snakemake.output.tsne, title=title)
-    write_json(snakemake.output.info, info)
+    embedding_scatter(coords["X_umap"], obs, color, "UMAP", out.umap, title=title)
+    embedding_scatter(coords["X_tsne"], obs, color, "t-SNE", out.tsne, title=title)
+    write_json(out.info, info)
     print(f"UMAP {seconds['umap']:.1f} s, t-SNE {seconds['tsne']:.1f} s")

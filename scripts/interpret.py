@@ -3,21 +3,25 @@
 import anndata as ad
 
 from geovae.interpretation import interpret_run
-from geovae.runinfo import log_to, run_info, write_json
+from geovae.models.sivae import read_loadings
+from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    wc, params, out = snakemake.wildcards, snakemake.params, snakemake.output
+with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
+    wc, params = snakemake.wildcards, snakemake.params
     adata = ad.read_h5ad(snakemake.input.data)
     embedding = ad.read_h5ad(snakemake.input.embedding)[adata.obs_names]
     adata.obsm["X_latent"] = embedding.obsm["X_latent"]
+    loadings, centrality = read_loadings(snakemake.input.model)  # siVAE-like models: loadings.tsv.gz
     result = interpret_run(adata, latent_key="X_latent", modality=params.modality, gmt=params.gmt or None,
                            n_top=params.n_top, min_coverage=params.min_coverage,
-                           gsea_permutations=params.gsea_permutations, seed=int(wc.seed))
+                           gsea_permutations=params.gsea_permutations, seed=int(wc.seed),
+                           loadings=loadings, centrality=centrality)
     result.components.to_csv(out.components, sep="\t", index=False)
     result.component_genes.to_csv(out.genes, sep="\t", index=False)
     result.enrichment.to_csv(out.enrichment, sep="\t", index=False)
     result.gsea.to_csv(out.gsea, sep="\t", index=False)
     result.validation.to_csv(out.validation, sep="\t", index=False)
+    result.loading_genes.to_csv(out.loading_genes, sep="\t", index=False)
     result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap)
     result.save_component_umaps(embedding.obsm["X_umap"], out.umaps)
     write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,

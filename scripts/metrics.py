@@ -3,9 +3,9 @@
 import anndata as ad
 
 from geovae.metrics import evaluate
-from geovae.runinfo import log_to
+from geovae.runinfo import atomic_outputs, log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
     adata = ad.read_h5ad(snakemake.input[0])
     table = evaluate(adata, latent_key="X_latent", label_key=params.label_key or None,
@@ -15,5 +15,5 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     table.insert(0, "seed", int(wc.seed))
     table.insert(0, "model", wc.model)
     table.insert(0, "dataset", wc.dataset)
-    table.to_csv(snakemake.output[0], sep="\t", index=False, float_format="%.6g")
+    table.to_csv(out[0], sep="\t", index=False, float_format="%.6g")
     print(table.to_string())

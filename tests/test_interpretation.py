@@ -384,8 +384,9 @@ def test_interpret_run_gsea_validation_and_markers(tmp_path, monkeypatch):
 def test_summary_page_shows_validation_and_gsea():
     from geovae.report import summary_html, validation_summary
 
-    table = pd.DataFrame({"program": ["a", "b"], "adj_p_value": [1e-9, 0.5], "precision_at_n": [1.0, 0.2],
-                          "r_precision": [0.8, 0.1], "agreement": [True, False]})
+    table = pd.DataFrame({"program": ["a", "b"], "program_size": [20, 20], "enriched_component": ["Z1", "Z2"],
+                          "adj_p_value": [1e-9, 0.5], "precision_at_n": [1.0, 0.2], "r_precision": [0.8, 0.1],
+                          "score_component": ["Z1", "Z1"], "score_r": [0.9, 0.3], "agreement": [True, False]})
     summary = validation_summary({"sim/livae/0": table, "sim/livae/1": table.assign(agreement=[True, True]),
                                   "pbmc/livae/0": table.iloc[0:0]})
     row = summary.loc[("sim", "livae")]
@@ -398,3 +399,58 @@ def test_summary_page_shows_validation_and_gsea():
     page = summary_html(metrics, {"sim/livae/0": comps}, {}, {}, validation={"sim/livae/0": table},
                         gsea={"sim/livae/0": gsea})
     assert "Ground-truth validation" in page and "T cell thing" in page and "precision_at_n" in page
+
+
+# ---------------------------------------------------------------- offline guarantee
+def test_ora_and_prerank_run_offline_and_enrichr_names_are_refused(monkeypatch, tmp_path):
+    """With every socket call raising, ORA and prerank on a local GMT succeed, and an Enrichr library
+    name (which gseapy itself would download) is refused before gseapy is called."""
+    import gseapy
+
+    from geovae.interpretation import prerank_components
+
+    _no_network(monkeypatch)
+    with pytest.raises(AssertionError, match="network access"):  # the guard catches gseapy's own download
+        gseapy.enrich(gene_list=["CD3E", "CD3D"], gene_sets="GO_Biological_Process_2021", background=20000,
+                      outdir=None, no_plot=True)
+
+    corr, sets = _ranked()
+    gmt = write_gmt(sets, tmp_path / "ranked.gmt.gz")
+    table = pd.DataFrame({"component": "Z1", "tail": "positive", "gene": list(corr.index[:15])})
+    ora = enrich_components(table, gmt, corr.index, min_size=5)
+    assert ora.iloc[0]["term"] == "top set (GO:0000001)" and ora.iloc[0]["adj_p_value"] < 1e-6
+    gsea = prerank_components(corr, gmt, permutations=10, seed=0)
+    assert gsea.iloc[0]["term"] == "top set (GO:0000001)"
+
+    for name in ("GO_Biological_Process_2021", "KEGG_2021_Human"):
+        with pytest.raises(FileNotFoundError, match="Enrichr library names are not downloaded"):
+            enrich_components(table, name, corr.index)
+        with pytest.raises(FileNotFoundError, match=name):
+            prerank_components(corr, name, permutations=10)
+        with pytest.raises(FileNotFoundError, match="not found"):
+            gene_set_coverage(corr.index, name)
+
+
+def test_coverage_warning_reaches_the_report_end_to_end(tmp_path):
+    """Ensembl ids against symbol gene sets: interpret_run -> interpret_info warnings -> summary page."""
+    import json
+
+    from geovae.interpretation import interpret_run
+    from geovae.report import load_run_tables, summary_html
+
+    x, z, genes = _toy()
+    adata = ad.AnnData(sp.csr_matrix(x), var=pd.DataFrame(index=[f"ENSG{i:011d}" for i in range(len(genes))]))
+    adata.obsm["X_latent"] = z
+    res = interpret_run(adata, gmt=default_gene_set_path(), n_top=5, gsea_permutations=0)
+    assert res.enrichment.empty and len(res.warnings) == 1 and "0.0% of the 40 background genes" in res.warnings[0]
+    run = tmp_path / "results" / "toy" / "livae" / "0"
+    run.mkdir(parents=True)
+    res.components.to_csv(run / "components.tsv", sep="\t", index=False)
+    res.enrichment.to_csv(run / "enrichment.tsv", sep="\t", index=False)
+    (run / "interpret_info.json").write_text(json.dumps({"warnings": res.warnings}))
+    tables = load_run_tables(components=[run / "components.tsv"], enrichment=[run / "enrichment.tsv"],
+                             interpret_info=[run / "interpret_info.json"])
+    assert tables["warnings"] == {"toy/livae/0": res.warnings}
+    metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
+    page = summary_html(metrics, tables["components"], tables["enrichment"], tables["warnings"])
+    assert "<h3>toy/livae/0</h3>" in page and "class='warn'>Warning: only 0.0% of the 40 background genes" in page

@@ -81,7 +81,7 @@ def test_setup_anndata_validates(data):
 def test_registry():
     assert get_model("livae") is LiVAE and get_model("LiVAE") is LiVAE and MODELS["livae"] is LiVAE
     with pytest.raises(KeyError, match="available models"):
-        get_model("scvi")
+        get_model("no_such_model")
 
 
 # ------------------------------------------------------------------------ module

@@ -110,3 +110,70 @@ def test_input_errors():
         validate_programs(corr, programs, n_top=0)
     with pytest.raises(ValueError, match="do not match"):
         validate_programs(corr, programs, latent=np.zeros((10, 2)), program_scores=pd.DataFrame(np.zeros((10, 3))))
+
+
+# ---------------------------------------------------------------- benchmark aggregation (report)
+def _run_table(seed: int) -> pd.DataFrame:
+    """Validation table of one seed, from validate_programs on the planted example (components permuted)."""
+    corr, programs = _planted()
+    order = [f"Z{(i + seed) % 3 + 1}" for i in range(3)]  # a different seed names the components differently
+    return validate_programs(corr.set_axis(order, axis=1), programs, n_top=20)
+
+
+def test_program_validation_table_one_row_per_model_and_program(tmp_path):
+    from geovae.report import PROGRAM_VALIDATION_COLUMNS, load_run_tables, program_validation_table
+
+    paths = []
+    for model, seeds in (("livae", (0, 1)), ("vae", (0,))):
+        for seed in seeds:
+            run = tmp_path / "results" / "sim" / model / str(seed)
+            run.mkdir(parents=True)
+            table = _run_table(seed)
+            if model == "vae":
+                table.loc[0, "precision_at_n"] = 0.25  # distinguishes the models
+            table.to_csv(run / "program_validation.tsv", sep="\t", index=False)
+            paths.append(run / "program_validation.tsv")
+    empty = tmp_path / "results" / "pbmc" / "livae" / "0"
+    empty.mkdir(parents=True)
+    from geovae.interpretation.validation import empty_validation
+
+    empty_validation().to_csv(empty / "program_validation.tsv", sep="\t", index=False)
+    tables = load_run_tables(validation=[*paths, empty / "program_validation.tsv"])
+    assert set(tables["validation"]) == {"sim/livae/0", "sim/livae/1", "sim/vae/0", "pbmc/livae/0"}
+
+    out = program_validation_table(tables["validation"])
+    assert list(out.columns) == PROGRAM_VALIDATION_COLUMNS
+    assert list(zip(out["model"], out["program"])) == [("livae", "P_a"), ("livae", "P_b"), ("livae", "P_c"),
+                                                       ("vae", "P_a"), ("vae", "P_b"), ("vae", "P_c")]
+    assert (out["dataset"] == "sim").all() and list(out["seeds"]) == [2, 2, 2, 1, 1, 1]
+    livae = out[out["model"] == "livae"].set_index("program")
+    seed0, seed1 = _run_table(0).set_index("program"), _run_table(1).set_index("program")
+    # components are listed per seed (they are renamed between seeds), numbers averaged
+    assert livae.loc["P_a", "enriched_component"] == f"{seed0.loc['P_a', 'enriched_component']};" \
+                                                     f"{seed1.loc['P_a', 'enriched_component']}"
+    assert livae.loc["P_a", "enriched_component"] == "Z1;Z2"
+    assert livae.loc["P_b", "precision_at_n"] == pytest.approx(15 / 20) and livae.loc["P_b", "precision_at_n_sd"] == 0
+    assert livae.loc["P_a", "found"] == 1.0 and livae.loc["P_c", "found"] == 0.0
+    vae = out[out["model"] == "vae"].set_index("program")
+    assert vae.loc["P_a", "precision_at_n"] == 0.25 and np.isnan(vae.loc["P_a", "precision_at_n_sd"])
+    assert out["agreement"].isna().all()  # no program scores in these tables
+
+
+def test_program_validation_table_agreement_and_errors():
+    from geovae.report import program_validation_table, summary_html, validation_summary
+
+    base = pd.DataFrame({"program": ["a", "b"], "program_size": [10, 10], "enriched_component": ["Z1", None],
+                         "adj_p_value": [1e-5, 1.0], "precision_at_n": [0.9, 0.0], "r_precision": [0.8, 0.0],
+                         "score_component": ["Z1", "Z2"], "score_r": [-0.8, 0.2], "agreement": [True, False]})
+    runs = {"sim/m/0": base, "sim/m/1": base.assign(agreement=["False", "False"], score_r=[0.6, -0.4])}
+    out = program_validation_table(runs).set_index("program")
+    assert out.loc["a", "agreement"] == 0.5 and out.loc["b", "agreement"] == 0.0
+    assert out.loc["a", "abs_score_r"] == pytest.approx(0.7) and out.loc["b", "abs_score_r"] == pytest.approx(0.3)
+    summary = validation_summary(runs).loc[("sim", "m")]
+    assert summary["programs"] == 2 and summary["found"] == 1 and summary["agreement"] == pytest.approx(0.25)
+    page = summary_html(pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"]), {}, {}, {},
+                        validation=runs)
+    assert "results/benchmark/program_validation.tsv" in page and "abs_score_r" in page
+    with pytest.raises(ValueError, match="'sim/m/0' lacks column"):
+        program_validation_table({"sim/m/0": base.drop(columns=["score_r"])})
+    assert program_validation_table({}).empty and validation_summary({}).empty

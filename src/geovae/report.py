@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import json
+from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 #: Metrics shown in the headline table (full list in results/metrics.tsv).
@@ -78,6 +81,133 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
     return "\n".join(parts)
 
 
+def run_id(path: str | Path) -> str:
+    """``dataset/model/seed`` of a per-run file ``results/<dataset>/<model>/<seed>/<file>``."""
+    return "/".join(Path(path).parts[-4:-1])
+
+
+def load_run_tables(components: Iterable[str | Path] = (), enrichment: Iterable[str | Path] = (),
+                    interpret_info: Iterable[str | Path] = (), train_info: Iterable[str | Path] = (),
+                    validation: Iterable[str | Path] = (), gsea: Iterable[str | Path] = ()) -> dict[str, dict]:
+    """Read the per-run outputs of the interpret and train stages, keyed by run id.
+
+    Parameters
+    ----------
+    components, enrichment, validation, gsea
+        ``components.tsv``, ``enrichment.tsv``, ``program_validation.tsv``, ``gsea.tsv`` files.
+    interpret_info
+        ``interpret_info.json`` files (their ``warnings`` list is read).
+    train_info
+        ``train_info.json`` files (their ``training.train_seconds`` is read).
+
+    Returns
+    -------
+    dict
+        ``{"components", "enrichment", "validation", "gsea": {run: DataFrame}, "warnings": {run: [str]},
+        "train_seconds": {run: float}}``.
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be parsed (named).
+    """
+    def tsv(path: str | Path) -> pd.DataFrame:
+        try:
+            return pd.read_csv(path, sep="\t")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a readable TSV table ({err})") from err
+
+    def info(path: str | Path) -> dict:
+        try:
+            return json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: invalid JSON ({err})") from err
+
+    return {"components": {run_id(p): tsv(p) for p in components},
+            "enrichment": {run_id(p): tsv(p) for p in enrichment},
+            "validation": {run_id(p): tsv(p) for p in validation},
+            "gsea": {run_id(p): tsv(p) for p in gsea},
+            "warnings": {run_id(p): list(info(p).get("warnings", [])) for p in interpret_info},
+            "train_seconds": {run_id(p): info(p).get("training", {}).get("train_seconds") for p in train_info}}
+
+
+#: Columns of :func:`program_validation_table`.
+PROGRAM_VALIDATION_COLUMNS = ["dataset", "model", "program", "program_size", "seeds", "found", "enriched_component",
+                              "precision_at_n", "precision_at_n_sd", "r_precision", "score_component",
+                              "abs_score_r", "agreement"]
+
+
+def _as_float_bool(values: pd.Series) -> pd.Series:
+    mapped = values.map({True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, 1: 1.0, 0: 0.0})
+    return pd.to_numeric(mapped, errors="coerce")
+
+
+def program_validation_table(validation: Mapping[str, pd.DataFrame], alpha: float = 0.05) -> pd.DataFrame:
+    """Benchmark table of the ground-truth validation: one row per dataset x model x true program.
+
+    Parameters
+    ----------
+    validation
+        Per run id (``dataset/model/seed``) the table of
+        :func:`geovae.interpretation.validate_programs` (one row per program); empty tables
+        (datasets without programs) are skipped.
+    alpha
+        A program counts as found in a seed when its best component's BH-adjusted p < ``alpha``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`PROGRAM_VALIDATION_COLUMNS`: ``seeds`` (runs aggregated), ``found``
+        (fraction of seeds in which the program was found), ``enriched_component`` and
+        ``score_component`` (the component whose top genes are most enriched for the program,
+        and the one best correlated with the program score, per seed in seed order,
+        ``;``-separated: component indices are not comparable across seeds), means over seeds of
+        ``precision_at_n`` (with its sample SD, empty for one seed), ``r_precision`` and
+        ``abs_score_r`` (|r| of that best-correlated component), ``agreement`` (fraction of
+        seeds in which the two components coincide). Sorted by dataset, model, then program
+        order of the first run.
+    """
+    required = ["program", "program_size", "enriched_component", "adj_p_value", "precision_at_n", "r_precision",
+                "score_component", "score_r", "agreement"]
+    frames = []
+    for run, table in validation.items():
+        if table is None or table.empty:
+            continue
+        missing = [c for c in required if c not in table.columns]
+        if missing:
+            raise ValueError(f"program validation table of run {run!r} lacks column(s) {missing}")
+        dataset, model, seed = (run.split("/") + ["", "", ""])[:3]
+        frames.append(table.assign(dataset=dataset, model=model, seed=seed,
+                                   _order=np.arange(len(table))))
+    if not frames:
+        return pd.DataFrame(columns=PROGRAM_VALIDATION_COLUMNS)
+    long = pd.concat(frames, ignore_index=True)
+    long["_seed"] = pd.to_numeric(long["seed"], errors="coerce")
+    long = long.sort_values(["dataset", "model", "_seed", "seed"], kind="stable")
+
+    def joined(values: pd.Series) -> str:
+        return ";".join("" if pd.isna(v) else str(v) for v in values)
+
+    rows = []
+    for (dataset, model, program), block in long.groupby(["dataset", "model", "program"], sort=False):
+        precision = pd.to_numeric(block["precision_at_n"], errors="coerce")
+        rows.append({
+            "dataset": dataset, "model": model, "program": program,
+            "program_size": int(pd.to_numeric(block["program_size"]).max()), "seeds": len(block),
+            "found": float((pd.to_numeric(block["adj_p_value"], errors="coerce") < alpha).mean()),
+            "enriched_component": joined(block["enriched_component"]),
+            "precision_at_n": float(precision.mean()),
+            "precision_at_n_sd": float(precision.std(ddof=1)) if len(block) > 1 else np.nan,
+            "r_precision": float(pd.to_numeric(block["r_precision"], errors="coerce").mean()),
+            "score_component": joined(block["score_component"]),
+            "abs_score_r": float(pd.to_numeric(block["score_r"], errors="coerce").abs().mean()),
+            "agreement": float(_as_float_bool(block["agreement"]).mean()),
+            "_order": int(block["_order"].min()),
+        })
+    out = pd.DataFrame(rows).sort_values(["dataset", "model", "_order"], kind="stable")
+    return out[PROGRAM_VALIDATION_COLUMNS].reset_index(drop=True)
+
+
 def validation_summary(validation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per (dataset, model) means of the ground-truth validation over programs and seeds.
 
@@ -91,36 +221,28 @@ def validation_summary(validation: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Index ``(dataset, model)``; columns ``programs``, ``found`` (programs with a
-        component enriched at adjusted p < 0.05), ``precision_at_n``, ``r_precision``,
-        ``agreement`` (fraction of programs whose enriched component is also the one best
-        correlated with the program score).
+        component enriched at adjusted p < 0.05, mean over seeds), ``precision_at_n``,
+        ``r_precision``, ``agreement`` (fraction of programs whose enriched component is also
+        the one best correlated with the program score), each a mean over programs of the
+        per-program seed means of :func:`program_validation_table`.
     """
-    rows = []
-    for run, table in validation.items():
-        if table is None or table.empty:
-            continue
-        dataset, model = run.split("/")[:2]
-        agreement = pd.to_numeric(table["agreement"].map({True: 1.0, False: 0.0, "True": 1.0, "False": 0.0}),
-                                  errors="coerce")
-        rows.append({"dataset": dataset, "model": model, "programs": len(table),
-                     "found": int((pd.to_numeric(table["adj_p_value"], errors="coerce") < 0.05).sum()),
-                     "precision_at_n": float(pd.to_numeric(table["precision_at_n"]).mean()),
-                     "r_precision": float(pd.to_numeric(table["r_precision"]).mean()),
-                     "agreement": float(agreement.mean())})
-    if not rows:
+    table = program_validation_table(validation)
+    if table.empty:
         return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(["dataset", "model"]).mean()
+    return table.groupby(["dataset", "model"], sort=True).agg(
+        programs=("program", "size"), found=("found", "sum"), precision_at_n=("precision_at_n", "mean"),
+        r_precision=("r_precision", "mean"), agreement=("agreement", "mean"))
 
 
 def _validation_section(validation: Mapping[str, pd.DataFrame]) -> list[str]:
     summary = validation_summary(validation)
     if summary.empty:
         return []
-    parts = ["<h2>Ground-truth validation of latent components (simulated programs)</h2>",
-             "<p>Per true gene program: the component whose top genes are most enriched for it (hypergeometric), "
-             "precision@N of those top genes, and whether that component is also the one best correlated with "
-             "the program's cell score. Means over programs and seeds:</p>", _table(summary)]
-    for run, table in validation.items():
-        if table is not None and not table.empty:
-            parts += [f"<h3>{html.escape(run)}</h3>", _table(table.set_index("program"))]
-    return parts
+    per_program = program_validation_table(validation).set_index(["dataset", "model", "program"])
+    return ["<h2>Ground-truth validation of latent components (simulated programs)</h2>",
+            "<p>Per true gene program: the component whose top genes are most enriched for it (hypergeometric), "
+            "precision@N of those top genes, and whether that component is also the one best correlated with "
+            "the program's cell score. Means over programs and seeds:</p>", _table(summary),
+            "<p>One row per model and program (also <code>results/benchmark/program_validation.tsv</code>); "
+            "<code>found</code> and <code>agreement</code> are fractions of seeds, components are listed per "
+            "seed:</p>", _table(per_program)]

@@ -24,7 +24,8 @@ DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "zinb"}
 
 def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None, model_cls: type | None = None) -> dict[str, Any]:
     """Copy ``params`` and resolve ``likelihood``: ``"auto"`` (or absent, for a model class that takes a
-    ``likelihood`` argument) becomes the modality's default (NB for RNA, ZINB for ATAC).
+    ``likelihood`` argument and does not set ``likelihood_follows_modality = False``) becomes the
+    modality's default (NB for RNA, ZINB for ATAC).
 
     The modality is read from ``adata.uns["geovae_input"]["modality"]`` (set by the preprocessing
     functions) and defaults to RNA.
@@ -47,7 +48,10 @@ def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None, model_cl
     takes_likelihood = model_cls is not None and any(
         "likelihood" in inspect.signature(klass.__init__).parameters
         for klass in model_cls.__mro__ if "__init__" in vars(klass))
-    if resolved.get("likelihood", "auto") == "auto" and ("likelihood" in resolved or takes_likelihood):
+    # a model whose own default is not a modality count likelihood (siVAE: gaussian) keeps it when unset
+    follows_modality = model_cls is None or getattr(model_cls, "likelihood_follows_modality", True)
+    if resolved.get("likelihood", "auto") == "auto" and (
+            "likelihood" in resolved or (takes_likelihood and follows_modality)):
         modality = adata.uns.get("geovae_input", {}).get("modality", "rna")
         resolved["likelihood"] = DEFAULT_LIKELIHOOD[modality]
     return resolved

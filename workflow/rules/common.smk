@@ -60,9 +60,27 @@ def model_applies(dataset, model):
     return True
 
 
+def train_env(wildcards):
+    """Conda env of the train rule: envs/<extra>.yaml for models of an optional extra (scvi-tools),
+    envs/train.yaml otherwise."""
+    extra = MODEL_SPECS[wildcards.model].get("extra")
+    return f"../../envs/{extra}.yaml" if extra else "../../envs/train.yaml"
+
+
 def run_pairs():
     """(dataset, model) pairs the workflow trains, in sheet x config order."""
     return [(d, m) for d in DATASETS.index for m in MODELS if model_applies(d, m)]
+
+
+def model_params(wildcards):
+    """Hyperparameters of ``wildcards.model`` for the train rule: the model's config block, plus the
+    sheet's ``spatial_key`` of the dataset for models that require coordinates (dpvae)."""
+    params = dict(config.get(wildcards.model, {}) or {})
+    if "spatial" in MODEL_SPECS[wildcards.model].get("requires", []):
+        key = str(DATASETS.loc[wildcards.dataset].get("spatial_key", "") or "")
+        if key:
+            params["spatial_key"] = key
+    return params
 
 
 wildcard_constraints:
@@ -108,4 +126,5 @@ def all_targets():
         *run_targets("results/{dataset}/{model}/{seed}/enrichment_dotplot.png"),
         "results/report/summary.html",
         "results/benchmark/paired_differences.tsv",
+        "results/benchmark/program_validation.tsv",
     ]

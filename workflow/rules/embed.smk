@@ -5,6 +5,7 @@ rule embed:
     input:
         data="results/{dataset}/preprocessed.h5ad",
         latent="results/{dataset}/{model}/{seed}/latent.tsv.gz",
+        train_info="results/{dataset}/{model}/{seed}/train_info.json",
     output:
         h5ad="results/{dataset}/{model}/{seed}/embedding.h5ad",
         info="results/{dataset}/{model}/{seed}/embed_info.json",

@@ -6,12 +6,14 @@ rule interpret:
     input:
         data="results/{dataset}/preprocessed.h5ad",
         embedding="results/{dataset}/{model}/{seed}/embedding.h5ad",
+        model="results/{dataset}/{model}/{seed}/model",  # loadings.tsv.gz of models that have loadings (siVAE)
     output:
         components="results/{dataset}/{model}/{seed}/components.tsv",
         genes="results/{dataset}/{model}/{seed}/component_genes.tsv",
         enrichment="results/{dataset}/{model}/{seed}/enrichment.tsv",
         gsea="results/{dataset}/{model}/{seed}/gsea.tsv",
         validation="results/{dataset}/{model}/{seed}/program_validation.tsv",
+        loading_genes="results/{dataset}/{model}/{seed}/loading_genes.tsv",
         info="results/{dataset}/{model}/{seed}/interpret_info.json",
         dotplot=report(
             "results/{dataset}/{model}/{seed}/enrichment_dotplot.png",
@@ -71,4 +73,5 @@ rule refresh_gene_sets:
         "(if [ {params.source} = enrichr ]; then"
         " python scripts/build_gene_sets.py enrichr --library {params.library}"
         " --out resources/go/{params.library}_human.gmt.gz;"
-        " else python scripts/build_gene_sets.py debian --species human --out resources/go; fi) > {log} 2>&1"
+        " else python scripts/build_gene_sets.py debian --species human --out resources/go"
+        " && python scripts/build_gene_sets.py debian --species mouse --out resources/go; fi) > {log} 2>&1"

@@ -66,3 +66,25 @@ rule benchmark_stats:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/benchmark_stats.py"
+
+
+rule program_validation:
+    input:
+        validation=run_targets("results/{dataset}/{model}/{seed}/program_validation.tsv"),
+    output:
+        report(
+            "results/benchmark/program_validation.tsv",
+            caption="../report/program_validation.rst",
+            category="Benchmark",
+            labels={"table": "ground-truth program validation"},
+        ),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "logs/report/program_validation.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/program_validation.py"

@@ -18,9 +18,14 @@ rule train:
         ),
     params:
         modality=modality,
-        model_params=lambda wc: config.get(wc.model, {}),
+        model_params=model_params,
         train=config["train"],
         device=config["device"],
+        # Resumable training checkpoint. Deliberately not an output (nor temp/shadow): Snakemake
+        # would delete it when the job fails or is killed, which is exactly when it is needed. The
+        # parameters are hashed into it (a changed config starts afresh); scripts/train.py removes it
+        # once all outputs are written.
+        checkpoint_dir=lambda wc: f"results/{wc.dataset}/{wc.model}/{wc.seed}/checkpoint",
     log:
         "logs/train/{dataset}/{model}/{seed}.log",
     benchmark:
@@ -31,6 +36,6 @@ rule train:
         runtime=config.get("resources", {}).get("train_runtime_min", 120),
         gpu=1 if (config["device"] == "cuda" or (config["device"] == "auto" and config.get("gpu", False))) else 0,
     conda:
-        "../../envs/train.yaml"
+        train_env
     script:
         "../../scripts/train.py"

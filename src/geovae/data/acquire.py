@@ -24,6 +24,13 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
     cache_dir
         Download cache for ``source: geo`` (one sub-directory per accession).
 
+    Raises
+    ------
+    DatasetError
+        (a ``ValueError``) when the data cannot be read or are not raw counts: the message names
+        the dataset, its source and the file; ``KeyError`` for a ``label_key``/``batch_key`` that
+        is not an obs column.
+
     Returns
     -------
     adata
@@ -31,42 +38,17 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
     manifest
         Provenance: source, files or URLs, sizes and checksums where applicable, versions.
     """
-    from geovae.data.validate import check_counts
-
     name = str(row["dataset"])
     source = str(row["source"])
-    manifest: dict[str, Any] = {"dataset": name, "source": source}
-    if source == "builtin":
-        from geovae.data.builtin import load_builtin
-
-        adata = load_builtin(str(row["accession"]))
-        manifest["builtin"] = str(row["accession"])
-        origin = f"builtin dataset '{row['accession']}'"
-    elif source == "local":
-        from geovae.data.readers import read_local
-
-        path = Path(str(row["path"]))
-        if not path.exists():
-            raise FileNotFoundError(f"dataset '{name}': local path '{path}' does not exist")
-        adata = read_local(path, adapter=row.get("adapter") or None,
-                           modality=str(row.get("modality") or "rna"))
-        manifest["path"] = str(path.resolve())
-        origin = f"local file '{path}'"
-    elif source == "geo":
-        from geovae.data.geo import DEFAULT_GEO_BASE_URL, acquire_geo
-
-        samples = [s.strip() for s in str(row.get("samples") or "").split(",") if s.strip()]
-        adata, geo_manifest = acquire_geo(str(row["accession"]), cache_dir=Path(cache_dir),
-                                          base_url=geo_base_url or DEFAULT_GEO_BASE_URL,
-                                          samples=samples or None, files=row.get("files") or None,
-                                          adapter=row.get("adapter") or None,
-                                          modality=str(row.get("modality") or "rna"))
-        manifest.update(geo_manifest)
-        origin = f"GEO accession '{row['accession']}'"
-    else:
-        raise ValueError(f"dataset '{name}': unknown source '{source}' (expected builtin, local or geo)")
-
-    check_counts(adata, source=f"{origin} (dataset '{name}')")
+    origin = {"builtin": f"builtin dataset '{row.get('accession')}'", "local": f"local file '{row.get('path')}'",
+              "geo": f"GEO accession '{row.get('accession')}'"}.get(source, f"source '{source}'")
+    try:
+        adata, manifest = _load(row, name, source, origin, geo_base_url, cache_dir)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if f"dataset '{name}'" in message:
+            raise
+        raise DatasetError(f"dataset '{name}' ({origin}): {message}") from exc
     label_key = row.get("label_key") or None
     if label_key and label_key not in adata.obs:
         raise KeyError(f"dataset '{name}': label_key '{label_key}' is not an obs column of {origin}; "
@@ -80,6 +62,46 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
                                     adata.uns.get("geo", {}).get("organism", []))
     manifest["n_cells"], manifest["n_features"] = int(adata.n_obs), int(adata.n_vars)
     manifest["run_info"] = run_info()
+    return adata, manifest
+
+
+class DatasetError(ValueError):
+    """A dataset of the sheet cannot be acquired; the message names the dataset, its source and the file."""
+
+
+def _load(row: Mapping[str, Any], name: str, source: str, origin: str, geo_base_url: str | None,
+          cache_dir: str | Path) -> tuple[ad.AnnData, dict[str, Any]]:
+    """Read the counts of one sheet row (see :func:`acquire_dataset`) and check them."""
+    from geovae.data.validate import check_counts
+
+    manifest: dict[str, Any] = {"dataset": name, "source": source}
+    if source == "builtin":
+        from geovae.data.builtin import load_builtin
+
+        adata = load_builtin(str(row["accession"]))
+        manifest["builtin"] = str(row["accession"])
+    elif source == "local":
+        from geovae.data.readers import read_local
+
+        path = Path(str(row["path"]))
+        if not path.exists():
+            raise FileNotFoundError(f"dataset '{name}': local path '{path}' does not exist")
+        adata = read_local(path, adapter=row.get("adapter") or None,
+                           modality=str(row.get("modality") or "rna"))
+        manifest["path"] = str(path.resolve())
+    elif source == "geo":
+        from geovae.data.geo import DEFAULT_GEO_BASE_URL, acquire_geo
+
+        samples = [s.strip() for s in str(row.get("samples") or "").split(",") if s.strip()]
+        adata, geo_manifest = acquire_geo(str(row["accession"]), cache_dir=Path(cache_dir),
+                                          base_url=geo_base_url or DEFAULT_GEO_BASE_URL,
+                                          samples=samples or None, files=row.get("files") or None,
+                                          adapter=row.get("adapter") or None,
+                                          modality=str(row.get("modality") or "rna"))
+        manifest.update(geo_manifest)
+    else:
+        raise ValueError(f"dataset '{name}': unknown source '{source}' (expected builtin, local or geo)")
+    check_counts(adata, source=f"{origin} (dataset '{name}')")
     return adata, manifest
 
 

@@ -1,4 +1,4 @@
-"""Built-in datasets that need no download: one real (shipped with scanpy), two SIMULATED.
+"""Built-in datasets that need no download: one real (shipped with scanpy), the others SIMULATED.
 
 ``load_builtin(name)`` returns a raw AnnData in the pipeline's "raw"
 convention: ``.X`` integer counts (CSR float32), unique names, a label column
@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .simulate import simulate_atac, simulate_programs
+from .simulate import simulate_atac, simulate_programs, simulate_spatial
 
 #: Maximum tolerated |v - round(v)| / max(v, 1) when undoing pbmc68k's log-normalization.
 #: raw.X is stored with ~3 decimals, so the observed maximum is ~4e-4.
@@ -85,6 +85,13 @@ def _load_sim_atac() -> AnnData:
     return adata
 
 
+def _load_sim_spatial() -> AnnData:
+    adata = simulate_spatial(n_spots=1000, n_genes=500, seed=0)
+    adata.uns["builtin"] = {"name": "sim_spatial", "source": "geovae.data.simulate (SIMULATED)",
+                            "spatial_key": "spatial"}
+    return adata
+
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in (
@@ -103,6 +110,11 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
             "SIMULATED scATAC 600 cells x 5,000 peaks, 5 cell types",
             _load_sim_atac,
         ),
+        BuiltinDataset(
+            "sim_spatial", "rna", "domain", True,
+            "SIMULATED spatial 1,000 spots x 500 genes, 5 domains + x/y gradients, coordinates in obsm['spatial']",
+            _load_sim_spatial,
+        ),
     )
 }
 
@@ -113,7 +125,8 @@ def load_builtin(name: str) -> AnnData:
     Parameters
     ----------
     name
-        One of ``BUILTIN_DATASETS``: ``"pbmc68k"``, ``"sim_programs"``, ``"sim_atac"``.
+        One of ``BUILTIN_DATASETS``: ``"pbmc68k"``, ``"sim_programs"``, ``"sim_atac"``,
+        ``"sim_spatial"`` (spot coordinates in ``obsm["spatial"]``).
 
     Returns
     -------

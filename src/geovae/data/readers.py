@@ -32,6 +32,7 @@ import logging
 import re
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Literal
@@ -106,11 +107,28 @@ def _finalize(adata: AnnData) -> AnnData:
     return adata
 
 
-def _unique(index: pd.Index) -> pd.Index:
-    """String index with duplicates suffixed ``-1``, ``-2`` ... (as ``var_names_make_unique``)."""
+def _unique(index: pd.Index, source: object = None) -> pd.Index:
+    """String index with duplicates suffixed ``-1``, ``-2`` ... (as ``var_names_make_unique``).
+
+    With ``source`` (the file read), duplicated names are logged as a warning naming it.
+    """
     from anndata.utils import make_index_unique
 
-    return make_index_unique(pd.Index(index).astype(str))
+    index = pd.Index(index).astype(str)
+    if source is not None and not index.is_unique:
+        log.warning("%s: %d duplicated feature names made unique with suffixes -1, -2 ..., e.g. %s", source,
+                    int(index.duplicated().sum()), [str(v) for v in index[index.duplicated()].unique()[:5]])
+    return make_index_unique(index)
+
+
+def _unique_barcodes(index: pd.Index, source: object) -> pd.Index:
+    """Cell barcodes as strings; duplicated barcodes raise ``ValueError`` naming ``source``."""
+    index = pd.Index(index).astype(str)
+    if not index.is_unique:
+        dup = [str(v) for v in index[index.duplicated()].unique()[:5]]
+        raise ValueError(f"{source}: {int(index.duplicated().sum())} duplicated cell barcodes (obs names), "
+                         f"e.g. {dup}; every cell needs a unique barcode (prefix the barcodes of merged samples)")
+    return index
 
 
 def _keep_feature_type(adata: AnnData, feature_type: str | None, source: str) -> AnnData:
@@ -275,11 +293,12 @@ def read_10x_mtx(
             f"{trip['barcodes']} has {len(barcodes)} and {trip['features']} has {len(feats)} rows"
         )
     symbols = feats[feats.columns[min(1, feats.shape[1] - 1)]].to_numpy()
-    var = pd.DataFrame(index=_unique(pd.Index(symbols)))
+    var = pd.DataFrame(index=_unique(pd.Index(symbols), directory / trip["features"]))
     var["gene_ids"] = feats[0].to_numpy()
     if feats.shape[1] >= 3:
         var["feature_types"] = feats[2].to_numpy()
-    adata = AnnData(x, obs=pd.DataFrame(index=_unique(pd.Index(barcodes))), var=var)
+    adata = AnnData(x, obs=pd.DataFrame(index=_unique_barcodes(pd.Index(barcodes), directory / trip["barcodes"])),
+                    var=var)
     adata = _keep_feature_type(adata, feature_type, str(mtx_path))
     return _finalize(adata)
 
@@ -567,7 +586,7 @@ def read_dense(
             var.index = pd.Index(symbols.to_numpy())
     elif var.index.to_series().map(lambda s: bool(_ENSEMBL_RE.match(str(s)))).mean() >= 0.5:
         var["gene_ids"] = var.index.to_numpy()
-    obs.index, var.index = _unique(obs.index), _unique(var.index)
+    obs.index, var.index = _unique_barcodes(obs.index, path), _unique(var.index, path)
     adata = AnnData(mat, obs=obs, var=var)
     return _finalize(adata)
 
@@ -733,6 +752,37 @@ def detect_adapter(path: str | Path) -> str:
     return "dense"
 
 
+class CorruptFileError(ValueError):
+    """A count file that cannot be decoded: truncated or damaged gzip, tar or HDF5 data."""
+
+
+#: Low-level errors of damaged files (gzip/zlib, tar, HDF5 via h5py's OSError, MatrixMarket parsing).
+_CORRUPT_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, tarfile.TarError, UnicodeDecodeError)
+
+
+class _corrupt_file_errors:
+    """Re-raise decoding errors of ``path`` as :class:`CorruptFileError` naming the file and adapter."""
+
+    def __init__(self, path: Path, adapter: str) -> None:
+        self.path, self.adapter = path, adapter
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return False
+        hdf5 = isinstance(exc, OSError) and any(
+            word in str(exc) for word in ("file signature", "truncated", "Unable to open", "Unable to synchronously",
+                                          "bad object header", "Can't decompress", "Unable to read"))
+        if isinstance(exc, _CORRUPT_ERRORS) or hdf5:
+            raise CorruptFileError(
+                f"{self.path}: corrupt or truncated file (adapter {self.adapter}; {type(exc).__name__}: {exc}); "
+                "delete it (for GEO data also its copy in the download cache) and download it again"
+            ) from exc
+        return False
+
+
 def read_local(
     path: str | Path,
     adapter: str | None = None,
@@ -776,14 +826,18 @@ def read_local(
 
     path = Path(path)
     _load_adapters()
-    name = adapter or detect_adapter(path)
+    with _corrupt_file_errors(path, adapter or "detection"):
+        name = adapter or detect_adapter(path)
     if name not in ADAPTERS:
         raise ValueError(f"unknown adapter {name!r} for {path}; choose one of {sorted(ADAPTERS)}")
     fn = ADAPTERS[name]
     given = {"orientation": orientation, "modality": modality, "min_fragments": min_fragments}
     params = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in given.items() if k in params and v is not None}
-    adata = fn(path, **kwargs)
+    with _corrupt_file_errors(path, name):
+        adata = fn(path, **kwargs)
+    _unique_barcodes(adata.obs_names, path)  # h5ad, h5, loom ... readers keep the file's names
+    adata.var_names = _unique(adata.var_names, path)
     if modality != "atac":
         use_gene_symbols(adata)
     if modality == "atac" or name in ("atac_mtx", "fragments"):

@@ -16,6 +16,10 @@ import pandas as pd
 #: Column order of a new sheet (the order of ``config/datasets.tsv``).
 SHEET_COLUMNS = ("dataset", "source", "accession", "path", "modality", "species", "label_key",
                  "batch_key", "data_type", "description")
+#: Optional columns a sheet may add to its header (defined in the schema): GEO sample and file
+#: selection, a forced reader, and ``spatial_key`` (obsm key of spot coordinates; models that
+#: require coordinates, such as dpvae, run only on datasets that set it).
+OPTIONAL_COLUMNS = ("samples", "files", "adapter", "spatial_key")
 
 _SCHEMA_RELPATH = Path("workflow") / "schemas" / "datasets.schema.yaml"
 

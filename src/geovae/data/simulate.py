@@ -17,6 +17,9 @@ sqrt(df / chi2_df)``, cell means ~ Gamma(1/BCV^2, mu BCV^2), counts ~ Poisson.
 :func:`simulate_atac` draws a cells x peaks matrix of low counts (0/1/2) in
 which each cell type has its own set of more accessible peaks on top of
 common and background peaks.
+
+:func:`simulate_spatial` places spots in a square with soft spatial domains and x/y
+expression gradients (``obsm["spatial"]``), for spatial models such as dp-VAE.
 """
 
 from __future__ import annotations
@@ -343,6 +346,170 @@ def simulate_atac(
         "p_double": float(p_double),
         "depth_log_sd": float(depth_log_sd),
         "peak_width": int(peak_width),
+        "seed": int(seed),
+    }
+    return adata
+
+
+def simulate_spatial(
+    n_spots: int = 1000,
+    n_genes: int = 500,
+    n_domains: int = 5,
+    domain_genes: int = 40,
+    gradient_genes: int = 80,
+    width: float = 100.0,
+    boundary_width: float = 0.05,
+    de_log_mean: float = 1.5,
+    de_log_sd: float = 0.5,
+    gradient_fold: float = 8.0,
+    lib_log_mean: float = 7.5,
+    lib_log_sd: float = 0.3,
+    mean_shape: float = 0.6,
+    mean_rate: float = 0.3,
+    dispersion: float = 0.1,
+    seed: int = 0,
+) -> AnnData:
+    """SIMULATED spatial transcriptomics counts whose expression varies smoothly with 2-D position.
+
+    Spots lie uniformly at random in a ``width x width`` square. The tissue has
+    ``n_domains`` spatial domains, the Voronoi cells of random domain centres; each
+    domain has its own program of ``domain_genes`` up-regulated genes (log-normal
+    differential-expression factor ``D``, ``log D ~ N(de_log_mean, de_log_sd)``). A spot's
+    membership of the domains is soft, ``w_k ~ softmax_k(-|s - c_k|^2 / (2 (boundary_width *
+    width)^2))``, so expression changes smoothly across domain boundaries. On top, four
+    gradient programs (``gradient_genes`` split among them) rise or fall log-linearly along
+    x or y by ``gradient_fold`` across the square. The mean of gene ``g`` in spot ``i`` is
+    ``library_i * normalise_g(base_g * prod_k D_gk^w_ik * gradient_g(s_i))``; counts are
+    negative binomial (gamma-Poisson) with dispersion ``dispersion``.
+
+    Parameters
+    ----------
+    n_spots, n_genes
+        Matrix size.
+    n_domains
+        Number of spatial domains (their labels are ``obs["domain"]``).
+    domain_genes
+        Genes per domain program (disjoint random gene sets).
+    gradient_genes
+        Genes in the four gradient programs together (x up, x down, y up, y down);
+        ``n_domains * domain_genes + gradient_genes <= n_genes`` is required.
+    width
+        Side of the square, in arbitrary length units.
+    boundary_width
+        Width of the soft domain boundaries as a fraction of ``width`` (> 0).
+    de_log_mean, de_log_sd
+        Log-normal differential-expression factor of domain-program genes.
+    gradient_fold
+        Fold change of gradient genes from one side of the square to the other (>= 1).
+    lib_log_mean, lib_log_sd
+        Log-normal library size (exp(7.5) ~ 1,800 counts per spot).
+    mean_shape, mean_rate
+        Gamma distribution of gene base means (Splatter defaults).
+    dispersion
+        Negative-binomial dispersion ``phi`` (variance ``mu + phi mu^2``; > 0).
+    seed
+        Seed of ``numpy.random.default_rng``; same seed, same data.
+
+    Returns
+    -------
+    AnnData
+        ``X`` integer counts (CSR float32); ``obsm["spatial"]`` spot coordinates (float32,
+        ``n_spots x 2``); ``obsm["domain_weights"]`` soft domain memberships (DataFrame);
+        ``obs``: ``domain`` (categorical ``domain_0``..; nearest centre), ``library_size``,
+        ``simulated``; ``var``: ``program`` (``domain_<k>``, ``gradient_x_up``,
+        ``gradient_x_down``, ``gradient_y_up``, ``gradient_y_down`` or ``"none"``),
+        ``base_mean``; ``uns["simulated"] = True``, ``uns["simulation"]`` (parameters and
+        domain centres).
+    """
+    n_programmed = n_domains * domain_genes + gradient_genes
+    if n_spots < 2 or n_genes < 1 or n_domains < 1:
+        raise ValueError("simulate_spatial: need n_spots >= 2, n_genes >= 1 and n_domains >= 1")
+    if domain_genes < 0 or gradient_genes < 0 or n_programmed > n_genes:
+        raise ValueError(f"simulate_spatial: need n_domains * domain_genes + gradient_genes <= n_genes, "
+                         f"got {n_domains} x {domain_genes} + {gradient_genes} > {n_genes}")
+    for name, value in (("width", width), ("boundary_width", boundary_width), ("dispersion", dispersion)):
+        if not value > 0:
+            raise ValueError(f"simulate_spatial: {name} must be > 0, got {value}")
+    if gradient_fold < 1:
+        raise ValueError(f"simulate_spatial: gradient_fold must be >= 1, got {gradient_fold}")
+
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(0.0, width, size=(n_spots, 2))
+    centres = rng.uniform(0.0, width, size=(n_domains, 2))
+    sq_dist = ((coords[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1)
+    logits = -sq_dist / (2.0 * (boundary_width * width) ** 2)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    domain = sq_dist.argmin(axis=1)
+
+    # genes: base means, disjoint domain programs, then the four gradient programs
+    base = rng.gamma(mean_shape, 1.0 / mean_rate, size=n_genes)
+    gene_perm = rng.permutation(n_genes)
+    program_of_gene = np.full(n_genes, "none", dtype=object)
+    log_de = np.zeros((n_genes, n_domains))
+    for k in range(n_domains):
+        genes = gene_perm[k * domain_genes:(k + 1) * domain_genes]
+        program_of_gene[genes] = f"domain_{k}"
+        log_de[genes, k] = rng.normal(de_log_mean, de_log_sd, size=len(genes))
+    gradient_names = ["gradient_x_up", "gradient_x_down", "gradient_y_up", "gradient_y_down"]
+    unit = coords / width  # in [0, 1]
+    position = np.stack([unit[:, 0], 1 - unit[:, 0], unit[:, 1], 1 - unit[:, 1]], axis=1)  # spots x 4
+    gradient_load = np.zeros((n_genes, 4))
+    split = np.array_split(gene_perm[n_domains * domain_genes:n_programmed], 4)
+    for j, genes in enumerate(split):
+        program_of_gene[genes] = gradient_names[j]
+        gradient_load[genes, j] = np.log(gradient_fold)
+
+    log_mean = np.log(base)[None, :] + weights @ log_de.T + position @ gradient_load.T  # spots x genes
+    props = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
+    props /= props.sum(axis=1, keepdims=True)
+    library = rng.lognormal(lib_log_mean, lib_log_sd, size=n_spots)
+    mu = np.maximum(library[:, None] * props, 1e-12)
+    shape = 1.0 / dispersion
+    counts = rng.poisson(rng.gamma(shape, mu / shape)).astype(np.float32)
+
+    obs_names = _names("SimSpot", n_spots, 5)
+    var_names = _names("Gene", n_genes, 4)
+    domain_names = [f"domain_{k}" for k in range(n_domains)]
+    obs = pd.DataFrame(
+        {
+            "domain": pd.Categorical([domain_names[k] for k in domain], categories=domain_names),
+            "library_size": library.astype(np.float32),
+            "simulated": True,
+        },
+        index=obs_names,
+    )
+    var = pd.DataFrame(
+        {
+            "program": pd.Categorical(program_of_gene, categories=domain_names + gradient_names + ["none"]),
+            "base_mean": base.astype(np.float32),
+        },
+        index=var_names,
+    )
+    adata = AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
+    adata.obsm["spatial"] = coords.astype(np.float32)
+    adata.obsm["domain_weights"] = pd.DataFrame(weights, index=obs_names, columns=domain_names)
+    adata.uns["simulated"] = True
+    adata.uns["simulation"] = {
+        "generator": "simulate_spatial",
+        "note": SIMULATED_NOTE,
+        "model": "soft Voronoi spatial domains + x/y expression gradients, negative binomial counts",
+        "n_spots": int(n_spots),
+        "n_genes": int(n_genes),
+        "n_domains": int(n_domains),
+        "domain_genes": int(domain_genes),
+        "gradient_genes": int(gradient_genes),
+        "width": float(width),
+        "boundary_width": float(boundary_width),
+        "domain_centres": centres.tolist(),
+        "de_log_mean": float(de_log_mean),
+        "de_log_sd": float(de_log_sd),
+        "gradient_fold": float(gradient_fold),
+        "lib_log_mean": float(lib_log_mean),
+        "lib_log_sd": float(lib_log_sd),
+        "mean_shape": float(mean_shape),
+        "mean_rate": float(mean_rate),
+        "dispersion": float(dispersion),
         "seed": int(seed),
     }
     return adata

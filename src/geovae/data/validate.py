@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-__all__ = ["as_counts_csr", "check_counts"]
+__all__ = ["as_counts_csr", "check_counts", "check_trainable"]
 
 # Values this close to an integer count as integers (float32 round-off of
 # counts stored as float).
@@ -114,3 +114,44 @@ def as_counts_csr(adata: AnnData) -> AnnData:
     csr.sort_indices()
     adata.X = csr
     return adata
+
+
+def check_trainable(adata: AnnData, dataset: str, latent_dim: int | None = None,
+                    batch_size: int | None = None) -> list[str]:
+    """Raise ``ValueError`` when ``adata`` is too small to train a model on; return warnings.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data the model is trained on.
+    dataset
+        Dataset id quoted in the messages.
+    latent_dim
+        Latent dimensions of the model (config field ``<model>.latent_dim``).
+    batch_size
+        Minibatch size (config field ``train.batch_size``).
+
+    Returns
+    -------
+    list of str
+        Warnings: fewer cells than ``batch_size`` (training then uses all cells in every step).
+
+    Raises
+    ------
+    ValueError
+        No features, fewer than 2 cells, or fewer cells than ``latent_dim`` (the latent
+        space would have more dimensions than there are cells to span it).
+    """
+    n_obs, n_vars = adata.shape
+    if n_obs < 2 or n_vars == 0:
+        raise ValueError(f"dataset '{dataset}': {n_obs} cells x {n_vars} features left after preprocessing; "
+                         "at least 2 cells and 1 feature are needed to train (check the QC thresholds in "
+                         "config 'preprocess')")
+    if latent_dim is not None and n_obs < int(latent_dim):
+        raise ValueError(f"dataset '{dataset}': {n_obs} cells, fewer than the latent dimensions "
+                         f"(field latent_dim = {latent_dim}); lower latent_dim or use more cells")
+    warnings: list[str] = []
+    if batch_size is not None and n_obs < int(batch_size):
+        warnings.append(f"dataset '{dataset}': {n_obs} cells, fewer than train.batch_size = {batch_size}; "
+                        "every step uses all cells")
+    return warnings

@@ -301,3 +301,78 @@ def components_from_uns(adata: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         columns = [str(c) for c in store["params"].get(f"{name}_columns", list(store[name]))]
         tables.append(pd.DataFrame({c: np.asarray(store[name][c]) for c in columns}))
     return tables[0], tables[1]
+
+
+#: Columns of the tidy table returned by :func:`loading_genes`.
+LOADING_GENES_COLUMNS = ["component", "tail", "rank", "gene", "loading", "degree_centrality", "hub"]
+#: Columns :func:`loading_genes` adds to the components table.
+LOADING_SUMMARY_COLUMNS = ["component", "top_loading_positive", "top_loading_negative", "hub_genes"]
+
+
+def empty_loading_genes() -> pd.DataFrame:
+    """Header-only :func:`loading_genes` table (models without feature loadings)."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in LOADING_GENES_COLUMNS})
+
+
+def loading_genes(loadings: pd.DataFrame, centrality: pd.Series | None = None, n_top: int = 50,
+                  n_hubs: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top genes of every component by model loading, and the component's hub genes.
+
+    For models with feature loadings (siVAE: the feature embeddings ``v_{f,1}``, Choi et al.
+    2023, which play the role of PCA loadings), a component's genes are ranked by their signed
+    loading (positive and negative tail). Its *module* is the ``n_top`` genes with the largest
+    ``|loading|``; its hub genes are the ``n_hubs`` module genes with the highest degree
+    centrality (siVAE Methods, "Estimating degree centrality using siVAE": the negative
+    per-gene reconstruction error).
+
+    Parameters
+    ----------
+    loadings
+        ``genes x components`` loadings (index = gene ids, columns = component names, e.g.
+        ``Z1..Zd`` from ``model.get_loadings()``).
+    centrality
+        Per-gene degree centrality (larger = more central; index = gene ids), or None (no hubs).
+    n_top
+        Genes kept per component and tail (and module size).
+    n_hubs
+        Hub genes reported per component.
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        One row per component: ``component``, ``top_loading_positive``, ``top_loading_negative``
+        (first five genes, comma separated) and ``hub_genes`` (comma separated, best first;
+        ``""`` without centrality).
+    genes : pandas.DataFrame
+        Tidy ``component``, ``tail``, ``rank`` (1 = largest |loading|), ``gene``, ``loading``,
+        ``degree_centrality`` (NaN when unknown) and ``hub`` (bool).
+    """
+    if n_top < 1 or n_hubs < 0:
+        raise ValueError(f"n_top must be >= 1 and n_hubs >= 0, got n_top={n_top}, n_hubs={n_hubs}")
+    values = loadings.to_numpy(dtype=np.float64)
+    if values.ndim != 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"loadings must be a finite genes x components table, got shape {values.shape}")
+    genes = np.asarray(loadings.index.astype(str), dtype=object)
+    cent = np.full(len(genes), np.nan)
+    if centrality is not None:
+        cent = pd.Series(centrality).reindex(genes).to_numpy(dtype=np.float64)
+        if np.all(np.isnan(cent)):
+            raise ValueError("degree centrality shares no gene with the loadings table")
+    summary, tidy = [], []
+    for k, name in enumerate(map(str, loadings.columns)):
+        v = values[:, k]
+        module = np.argsort(-np.abs(v), kind="stable")[:n_top]
+        ranked = module[~np.isnan(cent[module])]
+        hubs = ranked[np.argsort(-cent[ranked], kind="stable")][:n_hubs]
+        hub_set = set(hubs.tolist())
+        for tail in ("positive", "negative"):
+            for rank, idx in enumerate(_tail_order(v, tail, n_top), start=1):
+                tidy.append({"component": name, "tail": tail, "rank": rank, "gene": str(genes[idx]),
+                             "loading": float(v[idx]), "degree_centrality": float(cent[idx]),
+                             "hub": idx in hub_set})
+        summary.append({"component": name,
+                        "top_loading_positive": ",".join(genes[_tail_order(v, "positive", 5)]),
+                        "top_loading_negative": ",".join(genes[_tail_order(v, "negative", 5)]),
+                        "hub_genes": ",".join(genes[hubs])})
+    table = pd.DataFrame(tidy, columns=LOADING_GENES_COLUMNS) if tidy else empty_loading_genes()
+    return pd.DataFrame(summary, columns=LOADING_SUMMARY_COLUMNS), table

@@ -133,6 +133,11 @@ def write_gmt(gene_sets: GeneSets, path: str | Path, descriptions: Mapping[str, 
 
 def _load(gene_sets: str | Path | GeneSets) -> dict[str, list[str]]:
     if isinstance(gene_sets, (str, Path)):
+        if not Path(gene_sets).is_file():
+            # gseapy would read a non-file string as an Enrichr library name and download it: refuse
+            raise FileNotFoundError(f"gene-set file {str(gene_sets)!r} not found; pass a local GMT path or a dict "
+                                    "(Enrichr library names are not downloaded: build or fetch the GMT first, "
+                                    "see resources/go/README.md)")
         return read_gmt(gene_sets)
     if isinstance(gene_sets, Mapping):
         return {str(k): [str(g) for g in v] for k, v in gene_sets.items()}
@@ -345,7 +350,8 @@ def prerank_components(correlations: pd.DataFrame, gene_sets: str | Path | GeneS
         One row per (component, term): ``component``, ``tail`` (``"positive"`` when the set
         sits at the positively correlated end, NES > 0, else ``"negative"``), ``term``,
         ``term_id``, ``es``, ``nes``, ``p_value`` (nominal, floored at
-        ``1 / (permutations + 1)``), ``fdr`` (gseapy's GSEA FDR q-value, 0 when below resolution), ``set_size`` (set genes among the ranked ones), ``n_leading`` and
+        ``1 / (permutations + 1)``), ``fdr`` (gseapy's GSEA FDR q-value, 0 when below resolution),
+        ``set_size`` (set genes among the ranked ones), ``n_leading`` and
         ``leading_genes`` (leading-edge genes, ``;``-separated). Sorted by component, FDR,
         p-value, -|NES|.
     """

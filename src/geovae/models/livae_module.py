@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .likelihoods import LIKELIHOODS, log_likelihood
+from .likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
 from .lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance
 
 __all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "RECONSTRUCTIONS", "LOSS_TERMS"]
@@ -29,6 +29,11 @@ RECONSTRUCTIONS = ("both", "without_main", "without_bottleneck")
 LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
 
 _LOGVAR_RANGE = (-15.0, 15.0)  # keeps exp(logvar) finite early in training
+#: Batch keys of the non-zero counts (:data:`geovae.training.data.NZ_INDEX` / ``NZ_VALUE``).
+_NZ_KEYS = ("counts_nz_index", "counts_nz_value")
+
+#: The non-zero counts of a minibatch: flat row-major positions (int64) and values.
+SparseCounts = tuple[torch.Tensor, torch.Tensor]
 
 
 def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
@@ -174,9 +179,56 @@ class LiVAEModule(nn.Module):
             out["zi_logits"] = self.dec_zi(h).float()
         return out
 
-    def _neg_log_lik(self, counts: torch.Tensor, px: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _neg_log_lik(self, counts: torch.Tensor, px: Mapping[str, torch.Tensor],
+                     counts_nz: SparseCounts | None = None) -> torch.Tensor:
+        """Negative log-likelihood of ``counts``, summed over features and averaged over cells.
+
+        With ``counts_nz`` (the non-zero entries of ``counts``, as in the training batches)
+        the same value comes from :func:`~geovae.models.likelihoods.sparse_log_likelihood_sum`,
+        which evaluates the expensive terms at the non-zeros only.
+        """
+        if counts_nz is not None:
+            ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], px["mu"],
+                                           px.get("theta"), px.get("zi_logits"))
+            return -ll / px["mu"].shape[0]
         ll = log_likelihood(self.likelihood, counts.float(), px["mu"], px.get("theta"), px.get("zi_logits"))
         return -ll.sum(dim=-1).mean()
+
+    @staticmethod
+    def _batch_nz(batch: Mapping[str, torch.Tensor]) -> SparseCounts | None:
+        """The batch's non-zero counts (``counts_nz_index``, ``counts_nz_value``) when present."""
+        if all(key in batch for key in _NZ_KEYS):
+            return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]]
+        return None
+
+    def _recon_pair(self, z: torch.Tensor, l_d: torch.Tensor, counts: torch.Tensor, library: torch.Tensor,
+                    counts_nz: SparseCounts | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_neg_log_lik`` of ``decode(z)`` and of ``decode(l_d)`` with one decoder pass.
+
+        The decoder is row-wise, so decoding the stacked rows equals two separate calls (up
+        to float rounding) with half the kernel launches. With ``counts_nz`` (and
+        ``_neg_log_lik`` not overridden) both paths are scored in one
+        :func:`~geovae.models.likelihoods.sparse_log_likelihood_sum` call that shares the
+        count-only ``lgamma`` terms.
+        """
+        n = z.shape[0]
+        both = self.decode(torch.cat([z, l_d], dim=0), torch.cat([library, library], dim=0))
+        shared_theta = both.get("theta") is None or both["theta"].dim() == 1
+        if counts_nz is not None and shared_theta and type(self)._neg_log_lik is LiVAEModule._neg_log_lik:
+            def paths(key: str) -> torch.Tensor | None:
+                value = both.get(key)
+                return None if value is None else value.reshape(2, n, -1)
+
+            ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], paths("mu"),
+                                           both.get("theta"), paths("zi_logits"))
+            return -ll[0] / n, -ll[1] / n
+        first, second = {}, {}
+        for key, value in both.items():
+            if value.dim() >= 2 and value.shape[0] == 2 * n:  # one row per cell: split back
+                first[key], second[key] = value[:n], value[n:]
+            else:  # per-feature outputs (theta) are shared
+                first[key] = second[key] = value
+        return self._neg_log_lik(counts, first, counts_nz), self._neg_log_lik(counts, second, counts_nz)
 
     def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a.float(), b.float()
@@ -188,7 +240,8 @@ class LiVAEModule(nn.Module):
 
     # ------------------------------------------------------------------- loss
     def forward(
-        self, x: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None
+        self, x: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None,
+        counts_nz: SparseCounts | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for one minibatch (paper eq. 2).
 
@@ -200,6 +253,9 @@ class LiVAEModule(nn.Module):
             Raw counts ``(n, n_input)`` that the likelihood scores.
         library
             Library sizes ``(n, 1)``; row sums of ``counts`` when None.
+        counts_nz
+            Optional non-zero entries of ``counts`` (flat positions, values): same loss,
+            computed faster (see :meth:`_neg_log_lik`).
 
         Returns
         -------
@@ -215,15 +271,16 @@ class LiVAEModule(nn.Module):
         z = self.sample(mu, logvar)
         zero = torch.zeros((), device=x.device, dtype=torch.float32)
 
-        recon = self._neg_log_lik(counts, self.decode(z, library))
         kl = (0.5 * (mu.float() ** 2 + torch.exp(logvar.float()) - logvar.float() - 1.0)).sum(dim=-1).mean()
 
         recon_bn, geo = zero, zero
         if self.use_bottleneck:
             _, l_d = self.bottleneck(z)
-            recon_bn = self._neg_log_lik(counts, self.decode(l_d, library))
+            recon, recon_bn = self._recon_pair(z, l_d, counts, library, counts_nz)
             if self.regularization == "bottleneck":
                 geo = self._geo(z, l_d)
+        else:
+            recon = self._neg_log_lik(counts, self.decode(z, library), counts_nz)
         if self.regularization == "two_views":
             geo = self._geo(z, self.sample(mu, logvar))
 
@@ -237,5 +294,6 @@ class LiVAEModule(nn.Module):
         return {"recon": recon, "recon_bn": recon_bn, "kl": kl, "geo": geo, "total": total}
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``."""
-        return self(batch["x"], batch["counts"], batch.get("library"))
+        """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``
+        and the non-zero counts (``counts_nz_index``, ``counts_nz_value``)."""
+        return self(batch["x"], batch["counts"], batch.get("library"), self._batch_nz(batch))

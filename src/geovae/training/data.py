@@ -1,4 +1,15 @@
-"""Minibatches from (sparse) AnnData matrices, densified one minibatch at a time."""
+"""Minibatches from (sparse) AnnData matrices, densified one minibatch at a time.
+
+Two sources share one batch layout (``x``, ``counts``, ``library``, the non-zero counts as
+``counts_nz_index``/``counts_nz_value`` and any per-cell ``obs_arrays``):
+
+* :class:`AnnDataBatches` (numpy, any row order; used for inference and as the reference);
+* :class:`DeviceBatches` (torch, built once per training run by :meth:`AnnDataBatches.on_device`):
+  the CSR arrays live on the training device and a minibatch is gathered and densified there
+  from a permutation tensor, so nothing per step depends on host work proportional to the
+  data and nothing waits on the device. Model input that fits ``dense_budget_bytes`` is
+  transformed once and kept dense; otherwise it is densified and transformed per minibatch.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +18,21 @@ from typing import Any, Mapping
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
-__all__ = ["InputTransform", "AnnDataBatches", "input_transform_from_adata"]
+__all__ = ["InputTransform", "AnnDataBatches", "DeviceBatches", "input_transform_from_adata",
+           "NZ_INDEX", "NZ_VALUE", "DEFAULT_DENSE_BUDGET_BYTES"]
+
+#: Batch keys of the non-zero counts: flat row-major positions in the ``(n, n_vars)`` batch
+#: (int64) and their values (float32); see
+#: :func:`geovae.models.likelihoods.sparse_log_likelihood_sum`.
+NZ_INDEX = "counts_nz_index"
+NZ_VALUE = "counts_nz_value"
+
+#: Model input up to this size (bytes, float32 cells x features) is precomputed densely on CPU.
+#: 0: on CPU densifying and z-scoring a minibatch costs ~1 % of a training step, so memory that
+#: grows with the minibatch, not the dataset, wins.
+DEFAULT_DENSE_BUDGET_BYTES = 0
 
 
 def _to_dense(X: Any) -> np.ndarray:
@@ -72,6 +96,19 @@ class InputTransform:
         except ImportError:
             return _local_model_input(X_batch, mean, std, self.clip)
         return np.asarray(model_input(X_batch, mean, std, self.clip), dtype=np.float32)
+
+    def apply_torch(self, dense: torch.Tensor) -> torch.Tensor:
+        """The same transform on a dense float32 tensor (in place when possible), on its device.
+
+        Gives the same numbers as :meth:`__call__`: ``(x - mean) / std`` in float32, then clipping.
+        """
+        if self.center_scale:
+            mean = torch.as_tensor(self.mean, device=dense.device)
+            std = torch.as_tensor(self.std, device=dense.device)
+            dense = dense.sub_(mean).div_(std)
+        if self.clip is not None:
+            dense = dense.clamp_(-self.clip, self.clip)
+        return dense
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (statistics excluded)."""
@@ -153,13 +190,164 @@ class AnnDataBatches:
         return int(self.X.shape[0])
 
     def get(self, idx: np.ndarray, with_counts: bool = True) -> dict[str, np.ndarray]:
-        """Dense float32 arrays ``x`` and (if ``with_counts``) ``counts`` and ``library`` for rows ``idx``."""
+        """Arrays for rows ``idx`` (in that order).
+
+        Returns dense float32 ``x``; with ``with_counts`` also ``counts``, ``library`` and the
+        non-zero counts (:data:`NZ_INDEX`, :data:`NZ_VALUE`); plus the ``obs_arrays``.
+        """
         out = {"x": self.transform(self.X[idx])}
         if with_counts:
             if self.counts is None:
                 raise RuntimeError("this AnnDataBatches has no counts matrix")
-            out["counts"] = _to_dense(self.counts[idx]).astype(np.float32, copy=False)
+            rows = self.counts[idx]
+            if sp.issparse(rows):
+                rows = rows.tocsr()
+                rows.sum_duplicates()
+                out["counts"] = rows.toarray().astype(np.float32, copy=False)
+                row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(rows.indptr))
+                keep = rows.data != 0
+                out[NZ_INDEX] = (row_of * rows.shape[1] + rows.indices)[keep].astype(np.int64)
+                out[NZ_VALUE] = rows.data[keep].astype(np.float32)
+            else:
+                out["counts"] = np.asarray(rows, dtype=np.float32)
+                flat = out["counts"].reshape(-1)
+                out[NZ_INDEX] = np.flatnonzero(flat).astype(np.int64)
+                out[NZ_VALUE] = flat[out[NZ_INDEX]]
             out["library"] = self.library[idx]
         for key, value in self.obs_arrays.items():
             out[key] = value[idx]
+        return out
+
+    def on_device(self, device: torch.device | str,
+                  dense_budget_bytes: int | None = None) -> "DeviceBatches":
+        """A :class:`DeviceBatches` over the same data on ``device`` (built once, then cached).
+
+        Parameters
+        ----------
+        device
+            Training device.
+        dense_budget_bytes
+            Keep the transformed model input dense on the device when it needs at most
+            this many bytes. Default: :data:`DEFAULT_DENSE_BUDGET_BYTES` (0) on CPU, a quarter
+            of the free GPU memory on CUDA.
+        """
+        device = torch.device(device)
+        key = (str(device), dense_budget_bytes)
+        cache = self.__dict__.setdefault("_device_cache", {})
+        if key not in cache:
+            cache.clear()  # one device copy at a time
+            cache[key] = DeviceBatches(self, device, dense_budget_bytes)
+        return cache[key]
+
+
+def _default_dense_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    return DEFAULT_DENSE_BUDGET_BYTES
+
+
+class _DeviceCSR:
+    """A CSR matrix as torch tensors on a device, gathered by (device) row indices.
+
+    The row lengths are also kept on the host, so the number of non-zeros of a minibatch
+    is known without asking the device (no synchronisation).
+    """
+
+    def __init__(self, M: sp.csr_matrix, device: torch.device) -> None:
+        if not M.has_canonical_format or (M.data == 0).any():
+            M = M.copy()  # never modify the caller's matrix
+            M.sum_duplicates()
+            M.eliminate_zeros()
+        self.shape = M.shape
+        self.lengths_host = np.diff(M.indptr).astype(np.int64)
+        pin = device.type == "cuda"
+
+        def put(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))  # shares memory on CPU
+            return t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
+
+        self.starts = put(M.indptr[:-1], np.int64)
+        self.lengths = put(self.lengths_host, np.int64)
+        self.indices = put(M.indices, np.int64 if M.nnz >= 2**31 else np.int32)
+        self.data = put(M.data, np.float32)
+
+    def gather(self, rows: torch.Tensor, nnz: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat positions (row-major in a ``(len(rows), n_cols)`` block) and values of ``rows``.
+
+        ``nnz`` must be the total number of non-zeros of ``rows`` (from :attr:`lengths_host`).
+        """
+        lengths = self.lengths.index_select(0, rows)
+        local_row = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lengths,
+                                            output_size=nnz)
+        first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
+        src = self.starts.index_select(0, rows).index_select(0, local_row) + (
+            torch.arange(nnz, device=rows.device) - first.index_select(0, local_row))
+        flat = local_row * self.shape[1] + self.indices.index_select(0, src).long()
+        return flat, self.data.index_select(0, src)
+
+    def dense(self, n_rows: int, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Scatter ``values`` at the (unique) ``flat`` positions of a zero ``(n_rows, n_cols)`` tensor."""
+        out = torch.zeros(n_rows * self.shape[1], dtype=torch.float32, device=values.device)
+        return out.scatter_(0, flat, values).view(n_rows, self.shape[1])
+
+
+class DeviceBatches:
+    """Device-resident minibatches of an :class:`AnnDataBatches` (see the module docstring).
+
+    A batch has the same keys and values as ``AnnDataBatches.get(idx)`` (as tensors).
+
+    Parameters
+    ----------
+    source
+        The data (needs its counts matrix).
+    device
+        Where the tensors live and batches are built.
+    dense_budget_bytes
+        See :meth:`AnnDataBatches.on_device`.
+    """
+
+    def __init__(self, source: AnnDataBatches, device: torch.device,
+                 dense_budget_bytes: int | None = None) -> None:
+        if source.counts is None:
+            raise RuntimeError("DeviceBatches needs an AnnDataBatches with a counts matrix")
+        self.device = torch.device(device)
+        self.n_obs = source.n_obs
+        self.n_vars = int(source.X.shape[1])
+        self.transform = source.transform
+        budget = _default_dense_budget(self.device) if dense_budget_bytes is None else dense_budget_bytes
+        self.x_dense: torch.Tensor | None = None
+        self.x_csr: _DeviceCSR | None = _DeviceCSR(sp.csr_matrix(source.X, dtype=np.float32), self.device)
+        if 4 * self.n_obs * self.n_vars <= budget:  # transform once, keep dense on the device
+            chunks = []
+            for start in range(0, self.n_obs, 4096):
+                host_rows = np.arange(start, min(start + 4096, self.n_obs))
+                chunks.append(self._x_from_csr(host_rows, torch.from_numpy(host_rows).to(self.device)))
+            self.x_dense, self.x_csr = torch.cat(chunks), None
+        self.counts = _DeviceCSR(sp.csr_matrix(source.counts, dtype=np.float32), self.device)
+        self.library = torch.from_numpy(source.library).to(self.device)
+        self.obs_arrays = {k: torch.from_numpy(v).to(self.device) for k, v in source.obs_arrays.items()}
+
+    def _x_from_csr(self, host_rows: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+        nnz = int(self.x_csr.lengths_host[host_rows].sum())
+        return self.transform.apply_torch(self.x_csr.dense(len(host_rows), *self.x_csr.gather(rows, nnz)))
+
+    def permutation(self, order: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Host and device copies of a row order (one transfer per epoch)."""
+        host = np.asarray(order, dtype=np.int64)
+        t = torch.from_numpy(host)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return host, t
+
+    def batch(self, host_rows: np.ndarray, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The minibatch of ``rows`` (device tensor; ``host_rows`` is the same on the host)."""
+        n = len(host_rows)
+        x = self.x_dense.index_select(0, rows) if self.x_dense is not None else self._x_from_csr(host_rows, rows)
+        nnz = int(self.counts.lengths_host[host_rows].sum())
+        flat, values = self.counts.gather(rows, nnz)
+        out = {"x": x, "counts": self.counts.dense(n, flat, values),
+               "library": self.library.index_select(0, rows), NZ_INDEX: flat, NZ_VALUE: values}
+        for key, value in self.obs_arrays.items():
+            out[key] = value.index_select(0, rows)
         return out

@@ -22,6 +22,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
+from .data import AnnDataBatches
+
 __all__ = [
     "TrainingConfig",
     "TrainingResult",
@@ -71,6 +74,17 @@ class TrainingConfig:
         scaler). Ignored on CPU.
     weight_decay
         Adam weight decay.
+    checkpoint_dir
+        Folder of the resumable checkpoint (:mod:`geovae.training.checkpoint`); None disables
+        checkpoints on disk. A checkpoint written under the same parameters is resumed from.
+    checkpoint_every
+        Epochs between checkpoints (in memory for divergence restarts, and on disk when
+        ``checkpoint_dir`` is set). The last epoch is always checkpointed.
+    checkpoint_key
+        Extra identity hashed into the checkpoint, e.g. the model's hyperparameters as JSON.
+    divergence_restarts
+        When a loss becomes NaN/inf, restart from the last good checkpoint with the learning
+        rate halved, at most this many times; then fail naming the epoch and the loss terms.
     """
 
     max_epochs: int = 200
@@ -86,6 +100,10 @@ class TrainingConfig:
     grad_clip: float | None = 1.0
     use_amp: bool = True
     weight_decay: float = 0.0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 10
+    checkpoint_key: str = ""
+    divergence_restarts: int = 1
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
@@ -98,6 +116,10 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.divergence_restarts < 0:
+            raise ValueError(f"divergence_restarts must be >= 0, got {self.divergence_restarts}")
 
 
 @dataclass
@@ -191,6 +213,7 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 
 
 def _to_device(arrays: dict[str, np.ndarray], device: torch.device, pin: bool) -> dict[str, torch.Tensor]:
+    """Move a numpy batch to ``device`` (through pinned memory, without waiting, when ``pin``)."""
     out = {}
     for key, value in arrays.items():
         t = torch.from_numpy(np.ascontiguousarray(value))
@@ -198,6 +221,35 @@ def _to_device(arrays: dict[str, np.ndarray], device: torch.device, pin: bool) -
             t = t.pin_memory()
         out[key] = t.to(device, non_blocking=pin)
     return out
+
+
+def _fused_adam_ok(module: nn.Module, device: torch.device) -> bool:
+    """Whether Adam's fused kernel applies (float parameters on CPU/CUDA; ~3x faster step on CPU)."""
+    return device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in module.parameters())
+
+
+def _iter_batches(
+    data: BatchSource, indices: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield ``(n_cells, batch)`` for consecutive slices of ``indices`` (in their order).
+
+    An :class:`~geovae.training.data.AnnDataBatches` (whose ``get`` is not overridden) is
+    moved to the device once (:meth:`~geovae.training.data.AnnDataBatches.on_device`) and
+    its batches are gathered there from one permutation
+    tensor per epoch; any other :class:`BatchSource` goes through ``data.get`` and
+    :func:`_to_device`. Both give the same batches.
+    """
+    if isinstance(data, AnnDataBatches) and type(data).get is AnnDataBatches.get:  # get not customised
+        source = data.on_device(device)
+        host, dev = source.permutation(indices)
+        for start in range(0, len(host), batch_size):
+            yield len(host[start:start + batch_size]), source.batch(host[start:start + batch_size],
+                                                                    dev[start:start + batch_size])
+        return
+    pin = device.type == "cuda"
+    for start in range(0, len(indices), batch_size):
+        idx = np.asarray(indices[start:start + batch_size])
+        yield len(idx), _to_device(data.get(idx), device, pin)
 
 
 def _run_epoch(
@@ -211,27 +263,26 @@ def _run_epoch(
     scaler: Any = None,
     grad_clip: float | None = None,
 ) -> dict[str, float]:
-    """One pass over ``indices``; trains when ``optimizer`` is given. Returns cell-weighted mean terms."""
+    """One pass over ``indices`` in their order; trains when ``optimizer`` is given.
+
+    Returns the cell-weighted mean of every loss term. The sums stay on the device and are
+    read once at the end of the epoch, so there is no host synchronisation per step; a
+    non-finite loss therefore shows up as a NaN/inf epoch mean (checked by the caller).
+    """
     training = optimizer is not None
     module.train(training)
-    pin = device.type == "cuda"
     sums: dict[str, torch.Tensor] = {}
     n_seen = 0
     grad_ctx = contextlib.nullcontext() if training else torch.no_grad()
     with grad_ctx:
-        for start in range(0, len(indices), batch_size):
-            idx = np.sort(indices[start:start + batch_size])  # sorted rows: faster CSR slicing
-            batch = _to_device(data.get(idx), device, pin)
-            amp_ctx = (torch.autocast(device_type="cuda", dtype=amp_dtype)
+        for n, batch in _iter_batches(data, indices, batch_size, device):
+            amp_ctx = (torch.autocast(device_type=device.type, dtype=amp_dtype)
                        if amp_dtype is not None else contextlib.nullcontext())
             with amp_ctx:
                 terms = module.loss(batch)
-            total = terms["total"]
-            if not torch.isfinite(total):
-                detail = {k: float(v.detach()) for k, v in terms.items()}
-                raise FloatingPointError(f"non-finite loss {detail}; try a lower learning rate")
             if training:
                 optimizer.zero_grad(set_to_none=True)
+                total = terms["total"]
                 if scaler is not None:
                     scaler.scale(total).backward()
                     scaler.unscale_(optimizer)
@@ -244,12 +295,26 @@ def _run_epoch(
                     scaler.update()
                 else:
                     optimizer.step()
-            n = len(idx)
             for key, value in terms.items():
                 contrib = value.detach().float() * n
                 sums[key] = sums[key] + contrib if key in sums else contrib
             n_seen += n
-    return {key: float(value) / n_seen for key, value in sums.items()}
+    if not sums:
+        return {}
+    values = torch.stack([v.reshape(()) for v in sums.values()]).cpu().tolist()  # the epoch's one sync
+    return {key: value / n_seen for key, value in zip(sums, values)}
+
+
+def _hashed_settings(cfg: TrainingConfig, device: torch.device) -> dict[str, Any]:
+    """The settings that change a training run's numbers (hashed into its checkpoint)."""
+    ignored = {"progress_bar", "checkpoint_dir", "checkpoint_every", "checkpoint_key", "device"}
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ignored}, "device_type": device.type}
+
+
+def _check_finite(terms: dict[str, float], phase: str) -> None:
+    """Raise :class:`FloatingPointError` listing the loss terms when any epoch mean is NaN/inf."""
+    if not all(np.isfinite(v) for v in terms.values()):
+        raise FloatingPointError(f"non-finite {phase} loss {terms}")
 
 
 def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | None = None) -> TrainingResult:
@@ -259,6 +324,13 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
     algorithms for the duration), splits off a seeded validation set, clips gradients,
     early-stops on the monitored loss and restores the best weights. The module is left
     on the training device, in eval mode.
+
+    Every ``checkpoint_every`` epochs the whole loop state is snapshotted (weights, optimizer,
+    RNGs, history; :mod:`geovae.training.checkpoint`) and, with ``checkpoint_dir``, written to
+    disk; a rerun with the same parameters resumes from it and ends with the same weights as an
+    uninterrupted run. A NaN/inf loss (checked every epoch) restarts the run from the last
+    snapshot with the learning rate halved, at most ``divergence_restarts`` times; after that
+    a :class:`FloatingPointError` names the epoch and the loss terms.
 
     Parameters
     ----------
@@ -275,7 +347,8 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         ``history``: one row per epoch with ``epoch``, ``train_<term>``, ``val_<term>``
         (when there is a validation set) and ``seconds``; ``metadata``: device,
         device_name, gpu_memory_gb, torch/geovae versions, seed, n_epochs, best_epoch,
-        stopped_early, train_seconds, n_train, n_val, amp and the config.
+        stopped_early, train_seconds, n_train, n_val, amp, the config, checkpoint_hash,
+        resumed_from_epoch (None for a fresh run), divergence_restarts and final_lr.
     """
     cfg = config or TrainingConfig()
     device = resolve_device(cfg.device)
@@ -292,48 +365,108 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
 
     seed_everything(cfg.seed)
     train_idx, val_idx = split_indices(data.n_obs, cfg.validation_fraction, cfg.seed)
+    if len(train_idx) < cfg.batch_size:
+        log.warning("only %d training cells, fewer than batch_size=%d: every step uses all of them",
+                    len(train_idx), cfg.batch_size)
     rng = np.random.default_rng(cfg.seed + 1)
     module.to(device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=_fused_adam_ok(module, device))
+    run_hash = fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key)
 
-    rows: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, bad_epochs = np.inf, 0, None, 0
-    stopped_early = False
-    t_start = time.perf_counter()
+    # loop state: everything a checkpoint restores besides weights, optimizer and RNGs
+    st: dict[str, Any] = {"epoch": 0, "rows": [], "best_loss": np.inf, "best_epoch": 0, "best_state": None,
+                          "bad_epochs": 0, "stopped_early": False, "done": False, "lr": cfg.lr,
+                          "restarts": [], "train_seconds": 0.0}
+
+    def snapshot() -> dict[str, Any]:
+        return {"fingerprint": run_hash, **clone_state(st), "module": clone_state(module.state_dict()),
+                "optimizer": clone_state(optimizer.state_dict()),
+                "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng(rng)}
+
+    def restore(snap: dict[str, Any]) -> None:
+        module.load_state_dict(snap["module"])
+        optimizer.load_state_dict(snap["optimizer"])
+        if scaler is not None and snap.get("scaler"):
+            scaler.load_state_dict(snap["scaler"])
+        restore_rng(snap["rng"], rng)
+        st.update(clone_state({k: snap[k] for k in st}))
+        for group in optimizer.param_groups:
+            group["lr"] = st["lr"]
+
+    resumed_from = None
+    saved = load_checkpoint(cfg.checkpoint_dir, run_hash) if cfg.checkpoint_dir else None
+    if saved is not None:
+        restore(saved)
+        resumed_from = int(st["epoch"])
+        log.info("resuming from the checkpoint in %s at epoch %d", cfg.checkpoint_dir, resumed_from)
+    last_good = saved if saved is not None else snapshot()
+
+    t_start = time.perf_counter() - st["train_seconds"]
     with _deterministic(device.type == "cpu"):
-        bar = tqdm(range(1, cfg.max_epochs + 1), desc="training", disable=not cfg.progress_bar, leave=False)
-        for epoch in bar:
+        bar = tqdm(total=cfg.max_epochs, initial=st["epoch"], desc="training", disable=not cfg.progress_bar,
+                   leave=False)
+        while not st["done"] and st["epoch"] < cfg.max_epochs:
+            epoch = st["epoch"] + 1
             t_epoch = time.perf_counter()
-            if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
-                module.on_epoch_start(epoch, cfg.max_epochs)
-            train_terms = _run_epoch(module, data, rng.permutation(train_idx), cfg.batch_size, device,
-                                     amp_dtype, optimizer, scaler, cfg.grad_clip)
             row: dict[str, float] = {"epoch": epoch}
-            row.update({f"train_{k}": v for k, v in train_terms.items()})
-            monitored = train_terms["total"]
-            if len(val_idx):
-                val_terms = _run_epoch(module, data, val_idx, max(cfg.batch_size, 1024), device, amp_dtype)
-                row.update({f"val_{k}": v for k, v in val_terms.items()})
-                monitored = val_terms["total"]
+            try:
+                if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
+                    module.on_epoch_start(epoch, cfg.max_epochs)
+                train_terms = _run_epoch(module, data, rng.permutation(train_idx), cfg.batch_size, device,
+                                         amp_dtype, optimizer, scaler, cfg.grad_clip)
+                _check_finite(train_terms, "training")
+                row.update({f"train_{k}": v for k, v in train_terms.items()})
+                monitored = train_terms["total"]
+                if len(val_idx):
+                    val_terms = _run_epoch(module, data, val_idx, max(cfg.batch_size, 1024), device, amp_dtype)
+                    _check_finite(val_terms, "validation")
+                    row.update({f"val_{k}": v for k, v in val_terms.items()})
+                    monitored = val_terms["total"]
+            except FloatingPointError as exc:
+                if len(st["restarts"]) >= cfg.divergence_restarts:
+                    after = (f" after {len(st['restarts'])} restart(s) with a halved learning rate"
+                             if st["restarts"] else "")
+                    raise FloatingPointError(
+                        f"training diverged at epoch {epoch} (lr {st['lr']:g}){after}: {exc}") from exc
+                new_lr = st["lr"] / 2
+                restarts = st["restarts"] + [{"epoch": epoch, "from_epoch": int(last_good["epoch"]),
+                                              "lr": new_lr, "reason": str(exc)}]
+                log.warning("non-finite loss at epoch %d (%s); restarting from epoch %d with lr %g",
+                            epoch, exc, last_good["epoch"], new_lr)
+                restore(last_good)
+                st["restarts"], st["lr"] = restarts, new_lr
+                for group in optimizer.param_groups:
+                    group["lr"] = st["lr"]
+                bar.n = st["epoch"]
+                continue
             row["seconds"] = time.perf_counter() - t_epoch
-            rows.append(row)
+            st["rows"].append(row)
+            st["epoch"] = epoch
+            bar.update(1)
             bar.set_postfix(loss=f"{monitored:.2f}")
 
-            if monitored < best_loss - cfg.min_delta:
-                best_loss, best_epoch, bad_epochs = monitored, epoch, 0
+            if monitored < st["best_loss"] - cfg.min_delta:
+                st["best_loss"], st["best_epoch"], st["bad_epochs"] = monitored, epoch, 0
                 if cfg.early_stopping:
-                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    st["best_state"] = clone_state(module.state_dict())
             else:
-                bad_epochs += 1
-                if cfg.early_stopping and bad_epochs >= cfg.patience:
-                    stopped_early = True
-                    break
+                st["bad_epochs"] += 1
+                if cfg.early_stopping and st["bad_epochs"] >= cfg.patience:
+                    st["stopped_early"] = st["done"] = True
+            st["done"] = st["done"] or epoch >= cfg.max_epochs
+            if st["done"] or epoch % cfg.checkpoint_every == 0:
+                st["train_seconds"] = time.perf_counter() - t_start
+                last_good = snapshot()
+                if cfg.checkpoint_dir:
+                    save_checkpoint(cfg.checkpoint_dir, last_good)
         bar.close()
-    if cfg.early_stopping and best_state is not None:
-        module.load_state_dict(best_state)
+    if cfg.early_stopping and st["best_state"] is not None:
+        module.load_state_dict(st["best_state"])
     module.eval()
     train_seconds = time.perf_counter() - t_start
 
+    rows = st["rows"]
     history = pd.DataFrame(rows)
     metadata: dict[str, Any] = {
         **info,
@@ -341,15 +474,19 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         "geovae_version": geovae_version(),
         "seed": int(cfg.seed),
         "n_epochs": len(rows),
-        "best_epoch": int(best_epoch),
-        "best_loss": float(best_loss),
-        "stopped_early": stopped_early,
+        "best_epoch": int(st["best_epoch"]),
+        "best_loss": float(st["best_loss"]),
+        "stopped_early": bool(st["stopped_early"]),
         "train_seconds": round(train_seconds, 3),
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
         "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
         "config": asdict(cfg),
+        "checkpoint_hash": run_hash,
+        "resumed_from_epoch": resumed_from,
+        "divergence_restarts": [{k: v for k, v in r.items()} for r in st["restarts"]],
+        "final_lr": float(st["lr"]),
     }
     log.info("trained %d epochs in %.1f s (best epoch %d, stopped early: %s)",
-             len(rows), train_seconds, best_epoch, stopped_early)
+             len(rows), train_seconds, st["best_epoch"], st["stopped_early"])
     return TrainingResult(history=history, metadata=metadata)

@@ -1,0 +1,192 @@
+"""The fast training paths give the same numbers as the reference paths.
+
+* device-resident minibatches (:class:`geovae.training.data.DeviceBatches`) equal
+  ``AnnDataBatches.get`` for the same rows, dense-input and CSR-input variants;
+* the sparse log-likelihood sum equals the dense element-wise log-pmf summed (values and
+  gradients), also with two decoder paths stacked;
+* LiVAE's loss with the non-zero counts equals its loss without them;
+* the epoch-level finiteness check still stops a diverging run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from geovae.models.likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
+from geovae.models.livae_module import LiVAEModule
+from geovae.training.data import NZ_INDEX, NZ_VALUE, AnnDataBatches, InputTransform
+from geovae.training.trainer import TrainingConfig, _iter_batches, _run_epoch, train_module
+
+
+def _counts(n: int = 37, g: int = 23, seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = rng.negative_binomial(1, 0.4, size=(n, g)).astype(np.float32)
+    dense[rng.random((n, g)) < 0.6] = 0.0
+    dense[3] = 0.0  # an empty cell
+    return sp.csr_matrix(dense)
+
+
+def _source(counts: sp.csr_matrix, seed: int = 0) -> AnnDataBatches:
+    rng = np.random.default_rng(seed)
+    X = counts.copy()
+    X.data = np.log1p(X.data)
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    std = rng.uniform(0.05, 2.0, X.shape[1]).astype(np.float32)
+    transform = InputTransform(mean=mean, std=std, center_scale=True, clip=1.5)  # clipping is active
+    obs = {"spatial": rng.normal(size=(X.shape[0], 2))}
+    return AnnDataBatches(X, counts, transform, obs_arrays=obs)
+
+
+@pytest.mark.parametrize("budget", [0, 2**30], ids=["csr_input", "dense_input"])
+def test_device_batches_equal_reference_batches(budget):
+    counts = _counts()
+    # an explicit zero and unsorted column indices in one row: the device copy must cope
+    counts.data[0] = 0.0
+    counts.has_sorted_indices = True
+    lo, hi = counts.indptr[5], counts.indptr[6]
+    counts.indices[lo:hi] = counts.indices[lo:hi][::-1].copy()
+    counts.data[lo:hi] = counts.data[lo:hi][::-1].copy()
+    counts.has_sorted_indices = False
+    data = _source(counts)
+    device_data = data.on_device(torch.device("cpu"), dense_budget_bytes=budget)
+    assert (device_data.x_dense is None) == (budget == 0)
+    order = np.random.default_rng(1).permutation(data.n_obs)
+    host, dev = device_data.permutation(order)
+    for start in range(0, data.n_obs, 8):
+        rows = order[start:start + 8]
+        ref = data.get(rows)
+        got = device_data.batch(host[start:start + 8], dev[start:start + 8])
+        assert set(got) == set(ref)
+        for key in ref:
+            np.testing.assert_array_equal(got[key].numpy(), ref[key], err_msg=key)
+        dense = np.zeros(ref["counts"].size, dtype=np.float32)
+        dense[ref[NZ_INDEX]] = ref[NZ_VALUE]
+        np.testing.assert_array_equal(dense.reshape(ref["counts"].shape), counts[rows].toarray())
+
+
+def test_iter_batches_device_path_matches_generic_path():
+    data = _source(_counts())
+
+    class Plain:  # a BatchSource without a device copy: goes through get()
+        n_obs = data.n_obs
+
+        def get(self, idx):
+            return data.get(idx)
+
+    order = np.random.default_rng(2).permutation(data.n_obs)
+    fast = list(_iter_batches(data, order, 10, torch.device("cpu")))
+    slow = list(_iter_batches(Plain(), order, 10, torch.device("cpu")))
+    assert [n for n, _ in fast] == [n for n, _ in slow] == [10, 10, 10, 7]
+    for (_, a), (_, b) in zip(fast, slow):
+        for key in b:
+            assert torch.equal(a[key], b[key]), key
+
+
+def _ll_inputs(n_paths: int | None, theta_per_cell: bool = False):
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.from_numpy(_counts(16, 11).toarray()).double()
+    counts[0, 0] = 0.3  # a non-integer count below 0.5: a "zero" for the zero-inflated models
+    shape = (counts.shape if n_paths is None else (n_paths, *counts.shape))
+    mu = (torch.rand(shape, generator=gen, dtype=torch.float64) * 5).requires_grad_()
+    theta_shape = counts.shape if theta_per_cell else (counts.shape[1],)
+    theta = (torch.rand(theta_shape, generator=gen, dtype=torch.float64) + 0.1).requires_grad_()
+    zi = torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_()
+    flat = counts.reshape(-1).nonzero().squeeze(1)
+    return counts, flat, counts.reshape(-1)[flat], mu, theta, zi
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("theta_per_cell", [False, True])
+def test_sparse_log_likelihood_equals_dense(name, theta_per_cell):
+    counts, flat, values, mu, theta, zi = _ll_inputs(None, theta_per_cell)
+    dense = log_likelihood(name, counts, mu, theta, zi).sum()
+    sparse = sparse_log_likelihood_sum(name, flat, values, mu, theta, zi)
+    torch.testing.assert_close(sparse, dense, rtol=1e-12, atol=1e-9)
+    used = [mu] + ([theta] if name in ("nb", "zinb") else []) + ([zi] if name in ("zinb", "zip") else [])
+    g_dense = torch.autograd.grad(dense, used)
+    g_sparse = torch.autograd.grad(sparse, used)
+    for a, b in zip(g_sparse, g_dense):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_sparse_log_likelihood_stacked_paths(name):
+    counts, flat, values, mu, theta, zi = _ll_inputs(2)
+    both = sparse_log_likelihood_sum(name, flat, values, mu, theta, zi)
+    assert both.shape == (2,)
+    for p in range(2):
+        ref = log_likelihood(name, counts, mu[p], theta, zi[p]).sum()
+        torch.testing.assert_close(both[p], ref, rtol=1e-12, atol=1e-9)
+
+
+def test_sparse_log_likelihood_rejects_missing_parameters():
+    _, flat, values, mu, theta, zi = _ll_inputs(None)
+    with pytest.raises(ValueError, match="theta"):
+        sparse_log_likelihood_sum("nb", flat, values, mu)
+    with pytest.raises(ValueError, match="zi_logits"):
+        sparse_log_likelihood_sum("zip", flat, values, mu)
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        sparse_log_likelihood_sum("gauss", flat, values, mu)
+
+
+@pytest.mark.parametrize("params", [{"likelihood": "nb"}, {"likelihood": "zinb"},
+                                    {"likelihood": "nb", "use_bottleneck": False},
+                                    {"likelihood": "poisson", "regularization": "two_views"}])
+def test_livae_loss_same_with_and_without_nonzeros(params):
+    data = _source(_counts(40, 30))
+    batch = {k: torch.from_numpy(v) for k, v in data.get(np.arange(32)).items()}
+    dense_batch = {k: v for k, v in batch.items() if k not in (NZ_INDEX, NZ_VALUE)}
+    torch.manual_seed(0)
+    module = LiVAEModule(30, latent_dim=4, hidden_dim=16, **params)
+    results = []
+    for b in (batch, dense_batch):
+        torch.manual_seed(1)  # same reparameterisation noise
+        module.zero_grad()
+        terms = module.loss(b)
+        terms["total"].backward()
+        results.append((terms, [p.grad.clone() for p in module.parameters() if p.grad is not None]))
+    (fast, g_fast), (ref, g_ref) = results
+    for key in ref:
+        torch.testing.assert_close(fast[key], ref[key], rtol=1e-5, atol=1e-4)
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+class _ExplodingModule(torch.nn.Module):
+    """Finite loss except on the batch that holds cell ``bad_cell``."""
+
+    def __init__(self, bad_cell: int) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.bad_cell = bad_cell
+
+    def loss(self, batch):
+        poison = (batch["cell"] == self.bad_cell).any().float()
+        total = (self.w * batch["x"].sum()) ** 2 + torch.log(1.0 - poison)  # -inf on the bad batch
+        return {"total": total}
+
+
+class _IdSource:
+    n_obs = 20
+
+    def get(self, idx):
+        return {"x": np.ones((len(idx), 2), dtype=np.float32), "cell": np.asarray(idx, dtype=np.float32)}
+
+
+def test_nan_in_the_middle_of_an_epoch_surfaces_in_the_epoch_mean():
+    module = _ExplodingModule(bad_cell=7)
+    opt = torch.optim.SGD(module.parameters(), lr=0.0)
+    terms = _run_epoch(module, _IdSource(), np.arange(20), 4, torch.device("cpu"), None, opt)
+    assert not np.isfinite(terms["total"])
+    clean = _run_epoch(_ExplodingModule(bad_cell=99), _IdSource(), np.arange(20), 4, torch.device("cpu"), None)
+    assert np.isfinite(clean["total"])
+
+
+def test_training_stops_on_a_non_finite_epoch():
+    cfg = TrainingConfig(max_epochs=3, batch_size=4, validation_fraction=0.0, progress_bar=False,
+                         divergence_restarts=0, early_stopping=False)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train_module(_ExplodingModule(bad_cell=7), _IdSource(), cfg)
