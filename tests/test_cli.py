@@ -80,9 +80,9 @@ def test_usage_errors_exit_2(raw_counts: Path, tmp_path: Path, capsys: pytest.Ca
     code, _, err = run_cli("train", "--input", str(raw_counts), "--out", str(tmp_path / "o"), "--modality", "rna",
                            "--param", "latnt_dim=3", capsys=capsys)
     assert code == 2 and "unknown livae parameter(s) latnt_dim" in err and "latent_dim" in err
-    code, _, err = run_cli("train", "--input", str(raw_counts), "--out", str(tmp_path / "o"), "--model", "pca",
+    code, _, err = run_cli("train", "--input", str(raw_counts), "--out", str(tmp_path / "o"), "--model", "pcaa",
                            capsys=capsys)
-    assert code == 2 and "unknown model 'pca'" in err
+    assert code == 2 and "unknown model 'pcaa'" in err and "pca" in err
     code, _, err = run_cli("acquire", "GSM123", "--out", str(tmp_path / "x.h5ad"), capsys=capsys)
     assert code == 2 and "GSE123456" in err
 
@@ -245,3 +245,14 @@ def test_module_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "geovae", "datasets", "add", "--help"], capture_output=True,
                             text=True, cwd=ROOT)
     assert result.returncode == 0 and "--modality" in result.stdout
+
+
+def test_models_lists_the_registry(capsys):
+    from geovae.models import available_models
+
+    code, out, _ = run_cli("models", "--names-only", capsys=capsys)
+    assert code == 0 and out.split() == available_models()
+    code, out, _ = run_cli("models", capsys=capsys)
+    rows = {line.split("\t")[0]: line.split("\t") for line in out.strip().splitlines()[1:]}
+    assert rows["livae"][2] == "ok" and "lorentz_weight=10.0" in rows["livae"][3]
+    assert rows["vae"][3].count("use_bottleneck=False") == 1
