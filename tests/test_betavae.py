@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 anndata = pytest.importorskip("anndata")
@@ -29,6 +27,9 @@ from geovae.models.betavae_module import (  # noqa: E402
     tc_decomposition,
 )
 from geovae.tl import fit_model, resolve_params  # noqa: E402
+from simulated import simulated_counts  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODELS = {"betavae": (BetaVAE, {"kl"}), "betavae_c": (BetaVAECapacity, {"kl", "capacity"}),
           "betatcvae": (BetaTCVAE, {"kl", "mi", "tc", "dwkl"}), "dipvae1": (DIPVAE1, {"kl", "dip_od", "dip_d"}),
@@ -38,30 +39,7 @@ TRAIN = dict(max_epochs=12, batch_size=64, early_stopping=False, validation_frac
 
 def tiny(n_cells: int = 160, n_genes: int = 50, seed: int = 0, modality: str = "rna") -> anndata.AnnData:
     """SIMULATED NB counts from three group profiles, with the preprocessed-AnnData fields."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n_cells)
-    profiles = rng.gamma(0.6, 1.0, size=(3, n_genes))
-    profiles /= profiles.sum(axis=1, keepdims=True)
-    mu = profiles[labels] * rng.lognormal(np.log(600), 0.3, n_cells)[:, None]
-    counts = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float32)
-    norm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
-    adata = anndata.AnnData(X=sp.csr_matrix(norm))
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    adata.obs_names = [f"c{i}" for i in range(n_cells)]
-    adata.layers["counts"] = sp.csr_matrix(counts)
-    adata.var["input_mean"] = norm.mean(0)
-    adata.var["input_std"] = norm.std(0)
-    adata.uns["geovae_input"] = {"modality": modality, "center_scale": True, "clip": 10.0}
-    adata.obs["label"] = pd.Categorical(labels.astype(str))
-    return adata
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    return simulated_counts(n_cells, n_genes, seed=seed, library_size=600, modality=modality)
 
 
 # ------------------------------------------------------------------ regularisers

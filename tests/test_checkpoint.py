@@ -12,13 +12,7 @@ from geovae.training import TrainingConfig, train_module
 from geovae.training import trainer as trainer_mod
 from geovae.training.checkpoint import CHECKPOINT_FILE
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Data:

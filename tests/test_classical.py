@@ -14,6 +14,7 @@ from geovae.models.classical import (  # noqa: E402
     LSI, NEURAL_TRAIN_OPTIONS, PCA, KernelPCA, NMF, SklearnModel, TruncatedSVD)
 from geovae.preprocessing.input import model_input  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
+from simulated import simulated_counts  # noqa: E402
 
 RNA_MODELS = ["pca", "kpca", "ica", "fa", "nmf", "tsvd", "dicl"]
 K = 3
@@ -22,23 +23,7 @@ NEURAL = dict(max_epochs=5, batch_size=64, lr=1e-3, early_stopping=True, validat
 
 def simulate_rna(n_cells: int = 150, n_genes: int = 60, n_groups: int = 3, seed: int = 0) -> anndata.AnnData:
     """NB counts with group-specific profiles, log-normalised into ``.X`` with the geovae input recipe."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, n_groups, n_cells)
-    profiles = rng.gamma(0.6, 1.0, size=(n_groups, n_genes))
-    profiles /= profiles.sum(axis=1, keepdims=True)
-    mu = profiles[labels] * rng.lognormal(np.log(600), 0.3, n_cells)[:, None]
-    counts = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float32)
-    norm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
-    adata = anndata.AnnData(X=sp.csr_matrix(norm))
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    adata.obs_names = [f"c{i}" for i in range(n_cells)]
-    adata.layers["counts"] = sp.csr_matrix(counts)
-    adata.var["input_mean"] = norm.mean(0)
-    adata.var["input_std"] = norm.std(0)
-    adata.uns["geovae_input"] = {"modality": "rna", "center_scale": True, "clip": 10.0}
-    adata.obs["label"] = pd.Categorical(labels.astype(str))
-    return adata
-
+    return simulated_counts(n_cells, n_genes, n_groups, seed=seed, library_size=600)
 
 @pytest.fixture(scope="module")
 def rna() -> anndata.AnnData:

@@ -12,40 +12,18 @@ anndata = pytest.importorskip("anndata")
 
 from geovae.models import MODELS, LiVAE, LiVAEModule, get_model  # noqa: E402
 from geovae.training import InputTransform, split_indices  # noqa: E402
+from simulated import simulated_counts  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = dict(max_epochs=8, batch_size=128, progress_bar=False)
 
 
 def simulate(n_cells: int = 200, n_genes: int = 100, n_groups: int = 3, seed: int = 0):
-    """NB counts with group-specific expression programs; returns (adata, labels)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, n_groups, n_cells)
-    profiles = rng.gamma(0.6, 1.0, size=(n_groups, n_genes))
-    profiles /= profiles.sum(axis=1, keepdims=True)
-    library = rng.lognormal(np.log(800), 0.3, n_cells)
-    mu = profiles[labels] * library[:, None]
-    counts = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float32)
-    norm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
-    adata = anndata.AnnData(X=sp.csr_matrix(norm))
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    adata.obs_names = [f"c{i}" for i in range(n_cells)]
-    adata.layers["counts"] = sp.csr_matrix(counts)
-    adata.var["input_mean"] = norm.mean(0)
-    adata.var["input_std"] = norm.std(0)
-    adata.uns["geovae_input"] = {"modality": "rna", "center_scale": True, "clip": 10.0}
-    adata.obs["label"] = pd.Categorical(labels.astype(str))
+    """NB counts with group-specific expression programs (SIMULATED); returns (adata, labels)."""
+    adata = simulated_counts(n_cells, n_genes, n_groups, seed=seed, library_size=800)
     LiVAE.setup_anndata(adata, layer="counts")
-    return adata, labels
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster (and immune to CPU oversubscription)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+    return adata, adata.obs["label"].to_numpy().astype(int)
 
 @pytest.fixture(scope="module")
 def data():

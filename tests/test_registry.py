@@ -7,40 +7,23 @@ Models that need something the data lacks (spatial coordinates) or an optional d
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
-import torch
 
 anndata = pytest.importorskip("anndata")
 
 from geovae import models  # noqa: E402
 from geovae.models import available_models, get_model, load_model  # noqa: E402
 from geovae.tl import fit_model, model_outputs  # noqa: E402
+from simulated import simulated_counts  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TRAIN = dict(max_epochs=3, batch_size=64, early_stopping=False, validation_fraction=0.0)
 
 
 def tiny(n_cells: int = 120, n_genes: int = 40, seed: int = 0) -> anndata.AnnData:
     """Simulated NB counts, three groups, log-normalised X and 2-D coordinates (SIMULATED)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n_cells)
-    profiles = rng.gamma(0.6, 1.0, size=(3, n_genes))
-    profiles /= profiles.sum(axis=1, keepdims=True)
-    mu = profiles[labels] * rng.lognormal(np.log(500), 0.3, n_cells)[:, None]
-    counts = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float32)
-    norm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
-    adata = anndata.AnnData(X=sp.csr_matrix(norm))
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    adata.obs_names = [f"c{i}" for i in range(n_cells)]
-    adata.layers["counts"] = sp.csr_matrix(counts)
-    adata.var["input_mean"] = norm.mean(0)
-    adata.var["input_std"] = norm.std(0)
-    adata.uns["geovae_input"] = {"modality": "rna", "center_scale": True, "clip": 10.0}
-    adata.obs["label"] = pd.Categorical(labels.astype(str))
-    adata.obsm["spatial"] = rng.uniform(0, 10, size=(n_cells, 2)).astype(np.float32)
-    return adata
-
+    return simulated_counts(n_cells, n_genes, seed=seed, library_size=500, spatial=True)
 
 def _model_or_skip(name: str) -> type:
     try:
@@ -60,14 +43,6 @@ def _fit_or_skip(name: str, adata: anndata.AnnData, seed: int = 3):
         if (getattr(exc, "name", "") or "").startswith("geovae"):
             raise
         pytest.skip(f"{name}: optional dependency missing ({exc})")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_unknown_model_lists_the_known_ones():

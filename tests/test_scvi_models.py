@@ -90,18 +90,9 @@ def test_device_mapping() -> None:
 
 
 # -------------------------------------------------------------- with scvi-tools
-@pytest.fixture(scope="module")
-def _one_thread():
-    torch = pytest.importorskip("torch")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @needs_scvi
 @pytest.mark.parametrize("name, modality", [("scvi", "rna"), ("peakvi", "atac"), ("poissonvi", "atac")])
-def test_wrapper_trains_reproducibly_and_round_trips(name: str, modality: str, tmp_path, _one_thread) -> None:
+def test_wrapper_trains_reproducibly_and_round_trips(name: str, modality: str, tmp_path, one_torch_thread) -> None:
     adata = simulate(modality=modality)
     model = fit_model(adata, name, params={"n_latent": 3, "n_hidden": 16}, train=FAST, seed=1, device="cpu",
                       progress_bar=False)
@@ -127,7 +118,7 @@ def test_wrapper_trains_reproducibly_and_round_trips(name: str, modality: str, t
 
 
 @needs_scvi
-def test_batch_key_reaches_scvi(_one_thread) -> None:
+def test_batch_key_reaches_scvi(one_torch_thread) -> None:
     adata = simulate()
     model = fit_model(adata, "scvi", params={"n_latent": 2, "n_hidden": 8}, train=dict(FAST, max_epochs=1), seed=0,
                       device="cpu", progress_bar=False, batch_key="batch")

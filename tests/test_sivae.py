@@ -21,17 +21,10 @@ from geovae.models.sivae_module import PHASE_TERMS, SiVAEModule  # noqa: E402
 from geovae.pp import preprocess_rna  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = dict(latent_dim=3, hidden_dims=[16, 8], feature_cells=60)
 QUICK = dict(max_epochs=3, batch_size=64, progress_bar=False, early_stopping=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster (and immune to CPU oversubscription)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _programs(n_cells: int, n_genes: int, program_size: int, seed: int) -> anndata.AnnData:
