@@ -19,6 +19,8 @@ from geovae.models.spatial_reconstruction import reconstruct_coordinates, stress
 from geovae.preprocessing.rna import preprocess_rna  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TRAIN = dict(batch_size=64, early_stopping=False, validation_fraction=0.0)  # for fit_model
 FAST = dict(TRAIN, progress_bar=False)
 
@@ -27,19 +29,9 @@ def spatial_data(n_spots: int = 240, seed: int = 0) -> anndata.AnnData:
     """SIMULATED spots (domains + gradients), preprocessed like the pipeline does, all genes kept."""
     raw = simulate_spatial(n_spots=n_spots, n_genes=150, n_domains=4, domain_genes=15, gradient_genes=40,
                            seed=seed)
-    threads = torch.get_num_threads()
     adata = preprocess_rna(raw, min_genes=10, min_cells=1, n_top_genes=150)
-    torch.set_num_threads(threads)  # the HVG step (numba/OpenMP) resets torch's thread count
     DPVAE.setup_anndata(adata, layer="counts")
     return adata
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -273,3 +273,19 @@ def test_preprocess_atac_binarize_and_top_n(granja):
     assert out.uns["geovae_preprocess"]["binarize"] is True
     # the 300 kept are the most variable of the window
     assert (out.var["highly_variable_rank"] < 300).all()
+
+
+def test_hvg_step_keeps_torch_thread_count():
+    """scanpy's seurat_v3 HVG (numba/OpenMP) used to reset torch's intra-op threads (1 -> 2 here)."""
+    torch = pytest.importorskip("torch")
+    from geovae.data.simulate import simulate_spatial
+    from geovae.preprocessing.rna import preprocess_rna
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        raw = simulate_spatial(n_spots=240, n_genes=150, n_domains=4, domain_genes=15, gradient_genes=40, seed=0)
+        preprocess_rna(raw, min_genes=10, min_cells=1, n_top_genes=150)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

@@ -1,4 +1,6 @@
 # Stage 1: built-in, local or GEO data -> integer counts in results/{dataset}/raw.h5ad
+# No rule-level `retries`: transient download errors are retried inside geovae.data.geo.download_file
+# (backoff, HTTP Range resume); a bad input (truncated file, unknown accession) fails once, naming it.
 
 
 rule acquire:
@@ -14,7 +16,6 @@ rule acquire:
     benchmark:
         "logs/benchmarks/acquire/{dataset}.tsv"
     threads: 1
-    retries: 2
     resources:
         mem_mb=4000,
         runtime=60,

@@ -11,7 +11,9 @@ values; the paper does not state its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import scanpy as sc
@@ -130,6 +132,19 @@ def log_normalize(adata: AnnData, target_sum: float = 1e4) -> AnnData:
     return adata
 
 
+
+@contextlib.contextmanager
+def _keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count after code whose OpenMP runtime resets it
+    (scanpy's seurat_v3 HVG via numba/scikit-misc); a no-op when torch is not imported."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
 def hvg(
     adata: AnnData,
     n_top_genes: int = 5000,
@@ -177,7 +192,8 @@ def hvg(
     tmp = AnnData(X=counts, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
     if flavor not in _COUNT_FLAVORS:
         log_normalize(tmp)
-    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=flavor)
+    with _keep_torch_threads():
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=flavor)
     for col in tmp.var.columns:
         adata.var[col] = tmp.var[col].to_numpy()
     adata.var["highly_variable"] = adata.var["highly_variable"].astype(bool)
