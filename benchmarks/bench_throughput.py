@@ -13,9 +13,10 @@ tool's own Python (``--threads`` torch/OpenMP threads, CPU), the tools run in tu
 (``--repeats`` rounds, interleaved), and each reports:
 
 * ``cells/s``: training cells x epochs / wall seconds of the training call alone
-  (model construction, data loading and latent extraction excluded);
+  (model construction, data loading and latent extraction excluded), median over rounds;
 * ``NMI``/``ARI``: KMeans (k = number of labels, 10 restarts, seed 0) on the latent
-  posterior means (``livae 0.2.1``: its ``get_latent()``, a posterior sample), against the labels.
+  posterior means (``livae 0.2.1``: its ``get_latent()``, a posterior sample), against the labels;
+  mean (sd) over rounds, round ``r`` training with seed ``--seed + r``.
 
 Settings, equal where the tools allow: 128 hidden units, 10 latent dimensions, NB likelihood,
 minibatch 128, Adam lr 1e-3, 90 % / 10 % train/validation split with validation every epoch,
@@ -23,6 +24,9 @@ no early stopping. LiVAE: the package defaults (bottleneck 2, Lorentz weight 10)
 has no epoch loop (``fit`` draws one random minibatch per iteration and scores clustering after
 each); it is timed on ``ceil(0.9 n / 128)`` calls of its ``update`` per epoch-equivalent
 (``irecon=1, lorentz=10``, its log1p(counts) input).
+
+``--tools geovae,scvi,geovae_bf16,scvi_bf16`` adds bfloat16-autocast runs of both (reported as
+separate tools, since they change the numbers).
 
 A missing venv is reported (with the command that creates it, see ``benchmarks/README.md``)
 and that tool is skipped.
@@ -34,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -76,7 +81,7 @@ def _cluster_scores(latent: Any, labels: Any) -> dict[str, float]:
     return {"nmi": float(normalized_mutual_info_score(labels, pred)), "ari": float(adjusted_rand_score(labels, pred))}
 
 
-def _run_geovae(adata: Any, epochs: int, seed: int) -> tuple[float, Any]:
+def _run_geovae(adata: Any, epochs: int, seed: int, cpu_amp: bool = False) -> tuple[float, Any]:
     from geovae.models.livae import LiVAE
     from geovae.preprocessing.input import set_model_input
     from geovae.preprocessing.rna import log_normalize
@@ -87,12 +92,14 @@ def _run_geovae(adata: Any, epochs: int, seed: int) -> tuple[float, Any]:
     model = LiVAE(adata, latent_dim=N_LATENT, hidden_dim=N_HIDDEN, likelihood="nb")
     t0 = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=BATCH_SIZE, lr=LR, device="cpu", early_stopping=False,
-                validation_fraction=VAL_FRACTION, seed=seed, progress_bar=False)
+                validation_fraction=VAL_FRACTION, seed=seed, progress_bar=False, cpu_amp=cpu_amp)
+    if cpu_amp and model.metadata.get("amp") != "bfloat16":
+        raise SystemExit("geovae_bf16: this CPU has no native bfloat16 (cpu_amp fell back to float32)")
     seconds = time.perf_counter() - t0
     return seconds, model.get_latent_representation()
 
 
-def _run_scvi(adata: Any, epochs: int, seed: int) -> tuple[float, Any]:
+def _run_scvi(adata: Any, epochs: int, seed: int, precision: str = "32-true") -> tuple[float, Any]:
     import scvi
 
     scvi.settings.seed = seed
@@ -102,7 +109,7 @@ def _run_scvi(adata: Any, epochs: int, seed: int) -> tuple[float, Any]:
     t0 = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=BATCH_SIZE, accelerator="cpu", devices=1, train_size=1 - VAL_FRACTION,
                 early_stopping=False, check_val_every_n_epoch=1, enable_progress_bar=False,
-                plan_kwargs={"lr": LR})
+                plan_kwargs={"lr": LR}, precision=precision)
     seconds = time.perf_counter() - t0
     return seconds, model.get_latent_representation()
 
@@ -125,7 +132,11 @@ def _run_livae021(adata: Any, epochs: int, seed: int) -> tuple[float, Any]:
     return seconds, model.get_latent()
 
 
-RUNNERS = {"geovae": _run_geovae, "scvi": _run_scvi, "livae021": _run_livae021}
+RUNNERS = {"geovae": _run_geovae, "scvi": _run_scvi, "livae021": _run_livae021,
+           # bfloat16 autocast on CPUs with native bf16 (geovae: train(cpu_amp=True); scVI: Lightning
+           # precision="bf16-mixed"); both change the numbers, so they are reported as separate tools
+           "geovae_bf16": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, cpu_amp=True),
+           "scvi_bf16": lambda adata, epochs, seed: _run_scvi(adata, epochs, seed, precision="bf16-mixed")}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -177,9 +188,11 @@ def _datasets(quick: bool, workdir: Path) -> dict[str, Path]:
 
 
 def _python_for(tool: str, args: argparse.Namespace) -> str | None:
-    path = {"geovae": sys.executable, "scvi": args.scvi_python, "livae021": args.livae_python}[tool]
+    path = {"geovae": sys.executable, "scvi": args.scvi_python, "livae021": args.livae_python,
+            "geovae_bf16": sys.executable, "scvi_bf16": args.scvi_python}[tool]
     if not Path(path).exists():
-        print(f"[skip] {tool}: no Python at {path}. Create the venv with:\n    {VENV_HELP[tool]}", flush=True)
+        print(f"[skip] {tool}: no Python at {path}. Create the venv with:\n    {VENV_HELP[tool.split('_')[0]]}",
+              flush=True)
         return None
     return path
 
@@ -189,7 +202,7 @@ def _run_one(python: str, tool: str, data: Path, args: argparse.Namespace) -> di
            "--epochs", str(args.epochs), "--threads", str(args.threads), "--seed", str(args.seed)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = str(ROOT / "src") if tool == "geovae" else ""
+    env["PYTHONPATH"] = str(ROOT / "src") if tool.startswith("geovae") else ""
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -203,9 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 simulated cells, 2 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 10; quick: 2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the tools")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="interleaved rounds over the tools; round r trains with seed --seed + r")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tools", default="geovae,scvi,livae021")
+    parser.add_argument("--tools", default="geovae,scvi,livae021",
+                        help="comma-separated, from: geovae, scvi, livae021, and the bfloat16 variants "
+                             "geovae_bf16, scvi_bf16 (CPUs with native bf16)")
     parser.add_argument("--scvi-python", default=DEFAULT_SCVI_PYTHON)
     parser.add_argument("--livae-python", default=DEFAULT_LIVAE_PYTHON)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "throughput")
@@ -222,25 +238,35 @@ def main(argv: list[str] | None = None) -> None:
     pythons = {t: _python_for(t, args) for t in tools}
     paths = _datasets(args.quick, args.workdir)
     print(f"# {args.epochs} epochs, batch {BATCH_SIZE}, {args.threads} thread(s), {args.repeats} round(s)")
-    print(f"{'dataset':<16} {'tool':<9} {'seconds':>8} {'cells/s':>9} {'vs scVI':>8} {'NMI':>6} {'ARI':>6}")
+    print("# cells/s and seconds: median over rounds; NMI/ARI: mean (sd) over rounds (seeds "
+          f"{args.seed}..{args.seed + args.repeats - 1})")
+    print(f"{'dataset':<16} {'tool':<9} {'seconds':>8} {'cells/s':>9} {'vs scVI':>8} {'NMI':>13} {'ARI':>13}")
     rows = []
+    base_seed = args.seed
     for name, path in paths.items():
         results: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
-        for _ in range(args.repeats):
+        for round_ in range(args.repeats):
+            args.seed = base_seed + round_
             for tool in tools:
                 if pythons[tool] is not None:
                     res = _run_one(pythons[tool], tool, path, args)
                     if res is not None:
                         results[tool].append(res)
+        args.seed = base_seed
         speed = {t: sorted(r["cells_per_s"] for r in rs)[len(rs) // 2] for t, rs in results.items() if rs}
         for tool, rs in results.items():
             if not rs:
                 continue
             med = sorted(rs, key=lambda r: r["cells_per_s"])[len(rs) // 2]
             ratio = f"{speed[tool] / speed['scvi']:.2f}x" if "scvi" in speed else "n/a"
+            quality = {key: (statistics.mean(r[key] for r in rs),
+                             statistics.stdev(r[key] for r in rs) if len(rs) > 1 else 0.0) for key in ("nmi", "ari")}
             print(f"{name:<16} {tool:<9} {med['seconds']:>8.1f} {med['cells_per_s']:>9.0f} {ratio:>8} "
-                  f"{med['nmi']:>6.3f} {med['ari']:>6.3f}", flush=True)
-            rows.append({"dataset": name, **med, "vs_scvi": speed[tool] / speed["scvi"] if "scvi" in speed else None})
+                  + " ".join(f"{m:>6.3f} ({sd:.3f})" for m, sd in quality.values()), flush=True)
+            rows.append({"dataset": name, "tool": tool, "rounds": rs, "cells_per_s": speed[tool],
+                         "vs_scvi": speed[tool] / speed["scvi"] if "scvi" in speed else None,
+                         "nmi_mean": quality["nmi"][0], "nmi_sd": quality["nmi"][1],
+                         "ari_mean": quality["ari"][0], "ari_sd": quality["ari"][1]})
     (args.workdir / "throughput.json").write_text(json.dumps(rows, indent=1))
 
 

@@ -190,3 +190,27 @@ def test_training_stops_on_a_non_finite_epoch():
                          divergence_restarts=0, early_stopping=False)
     with pytest.raises(FloatingPointError, match="non-finite"):
         train_module(_ExplodingModule(bad_cell=7), _IdSource(), cfg)
+
+
+def test_cpu_amp_trains_in_bfloat16_where_the_cpu_supports_it(caplog):
+    from geovae.training.trainer import cpu_bf16_supported
+
+    data = _source(_counts(64, 30))
+    runs = {}
+    for cpu_amp in (False, True):
+        torch.manual_seed(0)
+        module = LiVAEModule(30, latent_dim=4, hidden_dim=16)
+        cfg = TrainingConfig(max_epochs=3, batch_size=16, device="cpu", early_stopping=False, progress_bar=False,
+                             validation_fraction=0.0, cpu_amp=cpu_amp)
+        with caplog.at_level("WARNING", logger="geovae.training"):
+            runs[cpu_amp] = train_module(module, data, cfg)
+    fp32, amp = runs[False], runs[True]
+    assert fp32.metadata["amp"] is None
+    assert np.isfinite(amp.history["train_total"]).all()
+    if cpu_bf16_supported():
+        assert amp.metadata["amp"] == "bfloat16"
+        # bf16 matrix products change the numbers, but not the scale of the loss
+        assert not np.allclose(amp.history["train_total"], fp32.history["train_total"], rtol=1e-7, atol=0)
+        np.testing.assert_allclose(amp.history["train_total"], fp32.history["train_total"], rtol=0.05)
+    else:
+        assert amp.metadata["amp"] is None and "no native bfloat16" in caplog.text

@@ -390,6 +390,7 @@ class NeuralModel(BaseModel):
         min_delta: float = 0.0,
         grad_clip: float | None = 1.0,
         use_amp: bool = True,
+        cpu_amp: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
     ) -> None:
@@ -422,6 +423,9 @@ class NeuralModel(BaseModel):
             Max global gradient norm (default 1.0); None disables clipping.
         use_amp
             Mixed precision on CUDA (ignored on CPU).
+        cpu_amp
+            bfloat16 autocast on CPUs with native bf16 (default False: changes the numbers); see
+            :class:`geovae.training.TrainingConfig`.
         checkpoint_dir, checkpoint_every
             Resumable checkpoint folder (None: none on disk) and epochs between checkpoints; the
             model's name and parameters are hashed into the checkpoint, so a rerun with other
@@ -430,7 +434,7 @@ class NeuralModel(BaseModel):
         config = TrainingConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, device=device,
                                 early_stopping=early_stopping, validation_fraction=validation_fraction,
                                 patience=patience, min_delta=min_delta, seed=seed, progress_bar=progress_bar,
-                                grad_clip=grad_clip, use_amp=use_amp,
+                                grad_clip=grad_clip, use_amp=use_amp, cpu_amp=cpu_amp,
                                 checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
                                 checkpoint_every=checkpoint_every,
                                 checkpoint_key=json.dumps({"model": self.model_name, "params": self.params},

@@ -260,8 +260,7 @@ class _RegularisedVAEModule(LiVAEModule):
             library = counts.sum(dim=-1, keepdim=True)
         mu, logvar = self.encode(x)
         z = self.sample(mu, logvar)
-        px = self.decode(z, library)
-        recon = self._neg_log_lik(counts, px) if counts_nz is None else self._neg_log_lik(counts, px, counts_nz)
+        (recon,) = self.reconstruction_nlls([z], counts, library, counts_nz)
         with torch.autocast(device_type=x.device.type, enabled=False):  # covariances/logsumexp in float32
             penalty, terms = self.regularizer(mu.float(), logvar.float(), z.float())
         return {"recon": recon, **terms, "total": recon + penalty}

@@ -12,6 +12,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .fused_nb import softmax_nb_log_likelihood
 from .likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
 from .lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance
 
@@ -29,11 +30,14 @@ RECONSTRUCTIONS = ("both", "without_main", "without_bottleneck")
 LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
 
 _LOGVAR_RANGE = (-15.0, 15.0)  # keeps exp(logvar) finite early in training
-#: Batch keys of the non-zero counts (:data:`geovae.training.data.NZ_INDEX` / ``NZ_VALUE``).
+#: Batch keys of the non-zero counts (:data:`geovae.training.data.NZ_INDEX` / ``NZ_VALUE``),
+#: and the optional feature index of each (``NZ_FEATURE``).
 _NZ_KEYS = ("counts_nz_index", "counts_nz_value")
+_NZ_FEATURE_KEY = "counts_nz_feature"
 
-#: The non-zero counts of a minibatch: flat row-major positions (int64) and values.
-SparseCounts = tuple[torch.Tensor, torch.Tensor]
+#: The non-zero counts of a minibatch: flat row-major positions (int64) and values, optionally
+#: followed by the feature (column) of each.
+SparseCounts = tuple[torch.Tensor, ...]
 
 
 def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
@@ -187,48 +191,79 @@ class LiVAEModule(nn.Module):
         the same value comes from :func:`~geovae.models.likelihoods.sparse_log_likelihood_sum`,
         which evaluates the expensive terms at the non-zeros only.
         """
-        if counts_nz is not None:
-            ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], px["mu"],
-                                           px.get("theta"), px.get("zi_logits"))
-            return -ll / px["mu"].shape[0]
-        ll = log_likelihood(self.likelihood, counts.float(), px["mu"], px.get("theta"), px.get("zi_logits"))
-        return -ll.sum(dim=-1).mean()
+        with torch.autocast(device_type=px["mu"].device.type, enabled=False):  # likelihoods in float32
+            if counts_nz is not None:
+                ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], px["mu"],
+                                               px.get("theta"), px.get("zi_logits"))
+                return -ll / px["mu"].shape[0]
+            ll = log_likelihood(self.likelihood, counts.float(), px["mu"], px.get("theta"), px.get("zi_logits"))
+            return -ll.sum(dim=-1).mean()
 
     @staticmethod
     def _batch_nz(batch: Mapping[str, torch.Tensor]) -> SparseCounts | None:
         """The batch's non-zero counts (``counts_nz_index``, ``counts_nz_value``) when present."""
         if all(key in batch for key in _NZ_KEYS):
+            if _NZ_FEATURE_KEY in batch:
+                return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]], batch[_NZ_FEATURE_KEY]
             return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]]
         return None
 
-    def _recon_pair(self, z: torch.Tensor, l_d: torch.Tensor, counts: torch.Tensor, library: torch.Tensor,
-                    counts_nz: SparseCounts | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_neg_log_lik`` of ``decode(z)`` and of ``decode(l_d)`` with one decoder pass.
+    def _fused_nb_ok(self, counts_nz: SparseCounts | None) -> bool:
+        """True when the NB likelihood can use :func:`~geovae.models.fused_nb.softmax_nb_log_likelihood`:
+        sparse counts given, per-feature theta, and neither ``decode`` nor ``_neg_log_lik`` overridden."""
+        cls = type(self)
+        return (counts_nz is not None and self.likelihood == "nb" and cls.decode is LiVAEModule.decode
+                and cls._neg_log_lik is LiVAEModule._neg_log_lik)
 
-        The decoder is row-wise, so decoding the stacked rows equals two separate calls (up
-        to float rounding) with half the kernel launches. With ``counts_nz`` (and
-        ``_neg_log_lik`` not overridden) both paths are scored in one
-        :func:`~geovae.models.likelihoods.sparse_log_likelihood_sum` call that shares the
-        count-only ``lgamma`` terms.
+    def reconstruction_nlls(self, latents: list[torch.Tensor], counts: torch.Tensor, library: torch.Tensor,
+                            counts_nz: SparseCounts | None = None) -> list[torch.Tensor]:
+        """``_neg_log_lik`` of ``decode(z)`` for each ``z`` in ``latents``, with one decoder pass.
+
+        The decoder is row-wise, so decoding the stacked rows equals separate calls (up to
+        float rounding) with fewer kernel launches. With ``counts_nz`` the paths are scored in
+        one likelihood call sharing the count-only ``lgamma`` terms; for NB that call is the
+        fused softmax + NB function with a closed-form backward
+        (:mod:`geovae.models.fused_nb`), which gives the same values and gradients.
+
+        Parameters
+        ----------
+        latents
+            Latent codes, each ``(n, latent_dim)`` (e.g. ``[z, l_d]`` for LiVAE's two paths).
+        counts, library, counts_nz
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One scalar NLL per latent (summed over features, mean over cells).
         """
-        n = z.shape[0]
-        both = self.decode(torch.cat([z, l_d], dim=0), torch.cat([library, library], dim=0))
-        shared_theta = both.get("theta") is None or both["theta"].dim() == 1
+        n, n_paths = latents[0].shape[0], len(latents)
+        stacked = latents[0] if n_paths == 1 else torch.cat(latents, dim=0)
+        if self._fused_nb_ok(counts_nz):
+            logits = self.dec_rho(self.decoder(stacked)).float().reshape(n_paths, n, -1)
+            ll = softmax_nb_log_likelihood(logits, library, self.log_theta, *counts_nz)
+            return [-ll[p] / n for p in range(n_paths)]
+        px = self.decode(stacked, library if n_paths == 1 else library.repeat(n_paths, 1))
+        if n_paths == 1:
+            return [self._neg_log_lik(counts, px, counts_nz)]
+        shared_theta = px.get("theta") is None or px["theta"].dim() == 1
         if counts_nz is not None and shared_theta and type(self)._neg_log_lik is LiVAEModule._neg_log_lik:
             def paths(key: str) -> torch.Tensor | None:
-                value = both.get(key)
-                return None if value is None else value.reshape(2, n, -1)
+                value = px.get(key)
+                return None if value is None else value.reshape(n_paths, n, -1)
 
-            ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], paths("mu"),
-                                           both.get("theta"), paths("zi_logits"))
-            return -ll[0] / n, -ll[1] / n
-        first, second = {}, {}
-        for key, value in both.items():
-            if value.dim() >= 2 and value.shape[0] == 2 * n:  # one row per cell: split back
-                first[key], second[key] = value[:n], value[n:]
-            else:  # per-feature outputs (theta) are shared
-                first[key] = second[key] = value
-        return self._neg_log_lik(counts, first, counts_nz), self._neg_log_lik(counts, second, counts_nz)
+            with torch.autocast(device_type=stacked.device.type, enabled=False):
+                ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], paths("mu"),
+                                               px.get("theta"), paths("zi_logits"))
+            return [-ll[p] / n for p in range(n_paths)]
+        out = []
+        for p in range(n_paths):
+            rows = slice(p * n, (p + 1) * n)
+            # one row per cell: take this path's rows; per-feature outputs (theta) are shared
+            part = {key: value[rows] if value.dim() >= 2 and value.shape[0] == n_paths * n else value
+                    for key, value in px.items()}
+            out.append(self._neg_log_lik(counts, part, counts_nz))
+        return out
 
     def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a.float(), b.float()
@@ -276,11 +311,11 @@ class LiVAEModule(nn.Module):
         recon_bn, geo = zero, zero
         if self.use_bottleneck:
             _, l_d = self.bottleneck(z)
-            recon, recon_bn = self._recon_pair(z, l_d, counts, library, counts_nz)
+            recon, recon_bn = self.reconstruction_nlls([z, l_d], counts, library, counts_nz)
             if self.regularization == "bottleneck":
                 geo = self._geo(z, l_d)
         else:
-            recon = self._neg_log_lik(counts, self.decode(z, library), counts_nz)
+            (recon,) = self.reconstruction_nlls([z], counts, library, counts_nz)
         if self.regularization == "two_views":
             geo = self._geo(z, self.sample(mu, logvar))
 

@@ -245,6 +245,7 @@ class SiVAE(NeuralModel):
         min_delta: float = 0.0,
         grad_clip: float | None = 1.0,
         use_amp: bool = True,
+        cpu_amp: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
         pretrain_epochs: int | None = None,
@@ -265,7 +266,7 @@ class SiVAE(NeuralModel):
         pretrain_epochs
             Epoch cap of each pre-training phase (default: ``max_epochs``).
         batch_size, lr, device, early_stopping, validation_fraction, patience, seed, progress_bar,
-        min_delta, grad_clip, use_amp, checkpoint_every
+        min_delta, grad_clip, use_amp, cpu_amp, checkpoint_every
             As in :meth:`geovae.models.base.NeuralModel.train`; ``seed`` also draws the cells of
             the feature input. Phase 2 batches and splits features instead of cells.
         checkpoint_dir
@@ -275,7 +276,8 @@ class SiVAE(NeuralModel):
             return TrainingConfig(
                 max_epochs=epochs, batch_size=batch_size, lr=lr, device=device, early_stopping=early_stopping,
                 validation_fraction=validation_fraction, patience=patience, min_delta=min_delta, seed=seed,
-                progress_bar=progress_bar, grad_clip=grad_clip, use_amp=use_amp, checkpoint_every=checkpoint_every,
+                progress_bar=progress_bar, grad_clip=grad_clip, use_amp=use_amp, cpu_amp=cpu_amp,
+                checkpoint_every=checkpoint_every,
                 checkpoint_dir=None if checkpoint_dir is None else str(Path(checkpoint_dir) / phase),
                 checkpoint_key=f"sivae:{phase}:{sorted(self.params.items())!r}")
 

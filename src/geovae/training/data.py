@@ -21,13 +21,16 @@ import scipy.sparse as sp
 import torch
 
 __all__ = ["InputTransform", "AnnDataBatches", "DeviceBatches", "input_transform_from_adata",
-           "NZ_INDEX", "NZ_VALUE", "DEFAULT_DENSE_BUDGET_BYTES"]
+           "NZ_INDEX", "NZ_VALUE", "NZ_FEATURE", "DEFAULT_DENSE_BUDGET_BYTES"]
 
 #: Batch keys of the non-zero counts: flat row-major positions in the ``(n, n_vars)`` batch
 #: (int64) and their values (float32); see
 #: :func:`geovae.models.likelihoods.sparse_log_likelihood_sum`.
 NZ_INDEX = "counts_nz_index"
 NZ_VALUE = "counts_nz_value"
+#: Feature (column) of each non-zero count (int64): ``NZ_INDEX % n_vars``, taken from the CSR
+#: column indices so the likelihood need not recompute it.
+NZ_FEATURE = "counts_nz_feature"
 
 #: Model input up to this size (bytes, float32 cells x features) is precomputed densely on CPU.
 #: 0: on CPU densifying and z-scoring a minibatch costs ~1 % of a training step, so memory that
@@ -193,7 +196,7 @@ class AnnDataBatches:
         """Arrays for rows ``idx`` (in that order).
 
         Returns dense float32 ``x``; with ``with_counts`` also ``counts``, ``library`` and the
-        non-zero counts (:data:`NZ_INDEX`, :data:`NZ_VALUE`); plus the ``obs_arrays``.
+        non-zero counts (:data:`NZ_INDEX`, :data:`NZ_VALUE`, :data:`NZ_FEATURE`); plus the ``obs_arrays``.
         """
         out = {"x": self.transform(self.X[idx])}
         if with_counts:
@@ -208,11 +211,13 @@ class AnnDataBatches:
                 keep = rows.data != 0
                 out[NZ_INDEX] = (row_of * rows.shape[1] + rows.indices)[keep].astype(np.int64)
                 out[NZ_VALUE] = rows.data[keep].astype(np.float32)
+                out[NZ_FEATURE] = rows.indices[keep].astype(np.int64)
             else:
                 out["counts"] = np.asarray(rows, dtype=np.float32)
                 flat = out["counts"].reshape(-1)
                 out[NZ_INDEX] = np.flatnonzero(flat).astype(np.int64)
                 out[NZ_VALUE] = flat[out[NZ_INDEX]]
+                out[NZ_FEATURE] = out[NZ_INDEX] % rows.shape[1]
             out["library"] = self.library[idx]
         for key, value in self.obs_arrays.items():
             out[key] = value[idx]
@@ -272,8 +277,8 @@ class _DeviceCSR:
         self.indices = put(M.indices, np.int64 if M.nnz >= 2**31 else np.int32)
         self.data = put(M.data, np.float32)
 
-    def gather(self, rows: torch.Tensor, nnz: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat positions (row-major in a ``(len(rows), n_cols)`` block) and values of ``rows``.
+    def gather(self, rows: torch.Tensor, nnz: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat positions (row-major in a ``(len(rows), n_cols)`` block), values and columns of ``rows``.
 
         ``nnz`` must be the total number of non-zeros of ``rows`` (from :attr:`lengths_host`).
         """
@@ -283,8 +288,8 @@ class _DeviceCSR:
         first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
         src = self.starts.index_select(0, rows).index_select(0, local_row) + (
             torch.arange(nnz, device=rows.device) - first.index_select(0, local_row))
-        flat = local_row * self.shape[1] + self.indices.index_select(0, src).long()
-        return flat, self.data.index_select(0, src)
+        columns = self.indices.index_select(0, src).long()
+        return local_row * self.shape[1] + columns, self.data.index_select(0, src), columns
 
     def dense(self, n_rows: int, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Scatter ``values`` at the (unique) ``flat`` positions of a zero ``(n_rows, n_cols)`` tensor."""
@@ -330,7 +335,8 @@ class DeviceBatches:
 
     def _x_from_csr(self, host_rows: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
         nnz = int(self.x_csr.lengths_host[host_rows].sum())
-        return self.transform.apply_torch(self.x_csr.dense(len(host_rows), *self.x_csr.gather(rows, nnz)))
+        flat, values, _ = self.x_csr.gather(rows, nnz)
+        return self.transform.apply_torch(self.x_csr.dense(len(host_rows), flat, values))
 
     def permutation(self, order: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """Host and device copies of a row order (one transfer per epoch)."""
@@ -345,9 +351,10 @@ class DeviceBatches:
         n = len(host_rows)
         x = self.x_dense.index_select(0, rows) if self.x_dense is not None else self._x_from_csr(host_rows, rows)
         nnz = int(self.counts.lengths_host[host_rows].sum())
-        flat, values = self.counts.gather(rows, nnz)
+        flat, values, columns = self.counts.gather(rows, nnz)
         out = {"x": x, "counts": self.counts.dense(n, flat, values),
-               "library": self.library.index_select(0, rows), NZ_INDEX: flat, NZ_VALUE: values}
+               "library": self.library.index_select(0, rows), NZ_INDEX: flat, NZ_VALUE: values,
+               NZ_FEATURE: columns}
         for key, value in self.obs_arrays.items():
             out[key] = value.index_select(0, rows)
         return out

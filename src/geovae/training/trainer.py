@@ -72,6 +72,11 @@ class TrainingConfig:
     use_amp
         Mixed precision on CUDA (bfloat16 when supported, else float16 with a grad
         scaler). Ignored on CPU.
+    cpu_amp
+        bfloat16 autocast on the CPU when it has native bf16 matrix instructions
+        (AVX512-BF16 or AMX, as reported by oneDNN); otherwise a warning and float32. Off by
+        default: it changes the numbers (matrix products in bf16, likelihoods still float32);
+        about 4x faster matrix products and 30 % shorter LiVAE steps on the development CPU.
     weight_decay
         Adam weight decay.
     checkpoint_dir
@@ -99,6 +104,7 @@ class TrainingConfig:
     progress_bar: bool = True
     grad_clip: float | None = 1.0
     use_amp: bool = True
+    cpu_amp: bool = False
     weight_decay: float = 0.0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 10
@@ -140,6 +146,14 @@ def geovae_version() -> str:
         import geovae
 
         return str(getattr(geovae, "__version__", "unknown"))
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 matrix products natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -362,6 +376,11 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if amp_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
+    elif device.type == "cpu" and cfg.cpu_amp:
+        if cpu_bf16_supported():
+            amp_dtype = torch.bfloat16
+        else:
+            log.warning("cpu_amp: this CPU has no native bfloat16 matrix instructions; training in float32")
 
     seed_everything(cfg.seed)
     train_idx, val_idx = split_indices(data.n_obs, cfg.validation_fraction, cfg.seed)
