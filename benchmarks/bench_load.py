@@ -135,15 +135,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def failed_jobs(log: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every ``Error in rule`` block of a Snakemake log."""
+    """(rule, what) of every ``Error in rule`` block of a Snakemake log: ``what`` is the block's
+    ``wildcards:`` line, or its ``output:`` line where Snakemake prints no wildcards."""
     lines = log.splitlines()
     found = []
     for i, line in enumerate(lines):
         if line.startswith("Error in rule"):
             rule = line.split("Error in rule", 1)[1].strip(" :")
-            wildcards = next((ln.split("wildcards:", 1)[1].strip() for ln in lines[i + 1:i + 12]
-                              if "wildcards:" in ln), "")
-            found.append((rule, wildcards))
+            block = []
+            for ln in lines[i + 1:i + 12]:
+                if not ln.startswith("    "):  # the indented block ends (Logfile ..., blank line)
+                    break
+                block.append(ln.strip())
+            fields = dict(ln.split(":", 1) for ln in block if ":" in ln)
+            found.append((rule, (fields.get("wildcards") or fields.get("output") or "").strip()))
     return found
 
 
