@@ -1,0 +1,73 @@
+"""Logic of the benchmark scripts that is not timing: failed-job parsing, the zoo table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+LOG = """\
+[Sat Nov 28 21:10:31 2026]
+Error in rule acquire:
+    message: None
+    jobid: 223
+    output: results/broken_truncated/raw.h5ad, results/broken_truncated/acquire_manifest.json
+    log: logs/acquire/broken_truncated.log (check log file(s) for error details)
+Logfile logs/acquire/broken_truncated.log:
+    wildcards: dataset=not_this_one
+Error in rule train:
+    jobid: 12
+    output: results/pbmc68k/livae/0/model
+    wildcards: dataset=pbmc68k, model=livae, seed=0
+
+"""
+
+
+def test_failed_jobs_reads_wildcards_or_outputs():
+    bench_load = _load("bench_load")
+    found = bench_load.failed_jobs(LOG)
+    assert found == [("acquire", "results/broken_truncated/raw.h5ad, results/broken_truncated/acquire_manifest.json"),
+                     ("train", "dataset=pbmc68k, model=livae, seed=0")]
+    assert [job for job in found if bench_load.BROKEN not in job[1]] == [found[1]]
+
+
+def _run(root: Path, dataset: str, model: str, seed: int, nmi: float | None, seconds: float) -> None:
+    run = root / dataset / model / str(seed)
+    run.mkdir(parents=True)
+    if nmi is not None:
+        pd.DataFrame({"metric": ["NMI", "ARI"], "value": [nmi, nmi / 2]}).to_csv(run / "metrics.tsv", sep="\t",
+                                                                                index=False)
+    (run / "train_info.json").write_text(json.dumps({"training": {"train_seconds": seconds}}))
+
+
+def test_zoo_table_means_over_seeds_and_lists_incomplete_runs(tmp_path, capsys):
+    zoo_table = _load("zoo_table")
+    _run(tmp_path, "d1", "livae", 0, 0.5, 10.0)
+    _run(tmp_path, "d1", "livae", 1, 0.7, 20.0)
+    _run(tmp_path, "d2", "pca", 0, 0.9, 1.0)
+    _run(tmp_path, "d2", "livae", 0, None, 3.0)  # no metrics.tsv: incomplete
+    long, incomplete = zoo_table.collect(tmp_path)
+    assert incomplete == ["d2/livae/0"]
+    nmi = zoo_table.metric_table(long, "NMI")
+    assert nmi.loc["livae", "d1"] == pytest.approx(0.6)
+    assert nmi.loc["pca", "d2"] == pytest.approx(0.9)
+    assert pd.isna(nmi.loc["pca", "d1"])
+    assert zoo_table.metric_table(long, "train_seconds").loc["livae", "d1"] == pytest.approx(15.0)
+    assert zoo_table.main(["--results", str(tmp_path), "--metrics", "NMI"]) == 0
+    out = capsys.readouterr().out
+    assert "### NMI" in out and "incomplete runs (1): d2/livae/0" in out
