@@ -215,6 +215,7 @@ def sparse_log_likelihood_sum(
     theta: torch.Tensor | None = None,
     zi_logits: torch.Tensor | None = None,
     eps: float = 1e-8,
+    nz_feature: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of the element-wise log-pmf over a minibatch, from the non-zero counts only.
 
@@ -249,6 +250,9 @@ def sparse_log_likelihood_sum(
         Zero-inflation logits shaped like ``mu`` (``zinb``/``zip``).
     eps
         As in :func:`log_nb`.
+    nz_feature
+        Optional feature (column) of each non-zero, ``nz_index % n_features`` (computed when
+        None); the training batches carry it (:data:`geovae.training.data.NZ_FEATURE`).
 
     Returns
     -------
@@ -279,7 +283,7 @@ def sparse_log_likelihood_sum(
         per_feature = theta.numel() == n_features
         if per_feature:
             theta_row = theta.reshape(-1)
-            feature_nz = nz_index % n_features
+            feature_nz = nz_index % n_features if nz_feature is None else nz_feature
             theta_nz = theta_row.index_select(0, feature_nz)
             theta_b = theta_row
         else:

@@ -40,6 +40,11 @@ _NZ_FEATURE_KEY = "counts_nz_feature"
 SparseCounts = tuple[torch.Tensor, ...]
 
 
+def _feature(counts_nz: SparseCounts) -> torch.Tensor | None:
+    """The feature index of each non-zero when the batch carries it (``NZ_FEATURE``), else None."""
+    return counts_nz[2] if len(counts_nz) > 2 else None
+
+
 def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
 
@@ -194,7 +199,7 @@ class LiVAEModule(nn.Module):
         with torch.autocast(device_type=px["mu"].device.type, enabled=False):  # likelihoods in float32
             if counts_nz is not None:
                 ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], px["mu"],
-                                               px.get("theta"), px.get("zi_logits"))
+                                               px.get("theta"), px.get("zi_logits"), nz_feature=_feature(counts_nz))
                 return -ll / px["mu"].shape[0]
             ll = log_likelihood(self.likelihood, counts.float(), px["mu"], px.get("theta"), px.get("zi_logits"))
             return -ll.sum(dim=-1).mean()
@@ -254,7 +259,7 @@ class LiVAEModule(nn.Module):
 
             with torch.autocast(device_type=stacked.device.type, enabled=False):
                 ll = sparse_log_likelihood_sum(self.likelihood, counts_nz[0], counts_nz[1], paths("mu"),
-                                               px.get("theta"), paths("zi_logits"))
+                                               px.get("theta"), paths("zi_logits"), nz_feature=_feature(counts_nz))
             return [-ll[p] / n for p in range(n_paths)]
         out = []
         for p in range(n_paths):
