@@ -92,3 +92,17 @@ def test_non_integer_counts_take_the_direct_path_and_still_match():
     g_ref = torch.autograd.grad(ref.sum(), (logits, log_theta))
     for a, b in zip(g_fused, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_known_integer_counts_skip_the_check_with_the_same_result():
+    counts, nz_index, nz_value, library, logits, log_theta = _problem()
+    weights = torch.tensor([0.4, 1.1], dtype=torch.float64)
+    results = {}
+    for flag in (None, True, False):  # checked here, known integers, per-non-zero lgamma path
+        value = SoftmaxNBLogLik.apply(logits, library, log_theta, nz_index, nz_value, None, flag)
+        results[flag] = (value, torch.autograd.grad((value * weights).sum(), (logits, log_theta)))
+    for flag, tol in ((True, 0.0), (False, 1e-10)):
+        torch.testing.assert_close(results[flag][0], results[None][0], rtol=tol, atol=tol * 1e3)
+        for a, b in zip(results[flag][1], results[None][1]):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    torch.testing.assert_close(results[True][0], _reference(counts, library, logits, log_theta), rtol=1e-12, atol=1e-9)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from geovae.models.lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance, lorentz_inner
+from geovae.models.lorentz import (DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance, lorentz_inner,
+                                   tangent_lorentz_distance)
 
 
 def _hyperboloid_residual(x: torch.Tensor) -> torch.Tensor:
@@ -95,3 +96,31 @@ def test_stable_distance_resolves_nearby_points_in_float32():
     literal = lorentz_distance(expmap0(v.float()), expmap0(w.float()), eps=1e-12, stable=False)
     assert (ours.double() - ref).abs().max() < 5e-4  # ~1e-4 observed
     assert (literal.double() - ref).abs().max() > 3e-2  # ~0.12 observed, distances ~0.03
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 4.0, 40.0])
+def test_tangent_distance_matches_composed_functions_in_float64(scale):
+    gen = torch.Generator().manual_seed(int(scale * 10))
+    a = (torch.randn(32, 6, dtype=torch.float64, generator=gen) * scale).requires_grad_()
+    b = (torch.randn(32, 6, dtype=torch.float64, generator=gen) * scale).requires_grad_()
+    with torch.no_grad():  # the clamps: a zero vector, identical points, nearly identical points
+        a[0] = 0.0
+        b[1] = a[1]
+        b[2] = a[2] + 1e-6
+    weights = torch.randn(32, dtype=torch.float64, generator=gen)
+    ref = lorentz_distance(expmap0(a), expmap0(b))
+    got = tangent_lorentz_distance(a, b)
+    # same formula, other order of operations: rounding grows with the coordinates (~cosh(15) ~ 1.6e6)
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-12)
+    for g_got, g_ref in zip(torch.autograd.grad((got * weights).sum(), (a, b)),
+                            torch.autograd.grad((ref * weights).sum(), (a, b))):
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-7, atol=1e-9)
+
+
+def test_tangent_distance_gradcheck_and_shape_errors():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y: tangent_lorentz_distance(x, y, max_norm=1.5), (a, b))
+    with pytest.raises(ValueError, match="one shape"):
+        tangent_lorentz_distance(a, b[:, :2])

@@ -214,3 +214,87 @@ def test_cpu_amp_trains_in_bfloat16_where_the_cpu_supports_it(caplog):
         np.testing.assert_allclose(amp.history["train_total"], fp32.history["train_total"], rtol=0.05)
     else:
         assert amp.metadata["amp"] is None and "no native bfloat16" in caplog.text
+
+
+def test_lazy_batch_builds_dense_counts_only_when_read():
+    from geovae.training.data import LazyBatch
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return torch.ones(2)
+
+    batch = LazyBatch({"x": torch.zeros(2)}, {"counts": build})
+    assert "counts" in batch and len(batch) == 2 and not calls
+    assert batch.get("missing") is None and batch.get("x") is batch["x"] and not calls
+    assert torch.equal(batch["counts"], torch.ones(2)) and batch.get("counts") is batch["counts"]
+    assert len(calls) == 1  # built once, then stored
+    assert set(LazyBatch({"x": torch.zeros(1)}, {"counts": build})) == {"x", "counts"}  # iterating builds
+    with pytest.raises(KeyError):
+        batch["nope"]
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+def test_training_batches_skip_dense_counts_for_sparse_likelihoods(likelihood):
+    data = _source(_counts(40, 30))
+    device_data = data.on_device(torch.device("cpu"))
+    host, dev = device_data.permutation(np.arange(16))
+    batch = device_data.batch(host, dev)
+    module = LiVAEModule(30, latent_dim=4, hidden_dim=16, likelihood=likelihood)
+    module.loss(batch)["total"].backward()
+    assert not dict.__contains__(batch, "counts")  # never built
+    with pytest.raises(ValueError, match="counts=None"):
+        module(batch["x"], None, None, module._batch_nz(batch))
+
+
+def test_integer_flag_of_the_counts():
+    from geovae.training.data import NZ_INTEGER
+
+    counts = _counts(20, 10)
+    data = _source(counts)
+    assert bool(data.get(np.arange(4))[NZ_INTEGER][0])
+    assert bool(data.on_device(torch.device("cpu")).batch(np.arange(4), torch.arange(4))[NZ_INTEGER][0])
+    fractional = counts.copy()
+    fractional.data = fractional.data * 0.5
+    data = _source(fractional)
+    assert not bool(data.get(np.arange(4))[NZ_INTEGER][0])
+    assert not bool(data.on_device(torch.device("cpu")).batch(np.arange(4), torch.arange(4))[NZ_INTEGER][0])
+    # the module passes the flag on as a bool
+    batch = {k: torch.from_numpy(v) for k, v in data.get(np.arange(4)).items()}
+    assert LiVAEModule._batch_nz(batch)[3] is False
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # gradient norm below / above the clipping bound
+def test_clipping_inside_the_fused_optimizer_step_equals_clip_grad_norm(scale):
+    from geovae.training.trainer import _clip_and_step
+
+    def run(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Linear(5, 3))
+        opt = torch.optim.Adam(module.parameters(), lr=0.1, fused=fused, foreach=False if not fused else None)
+        for step in range(3):
+            opt.zero_grad()
+            (scale * module(torch.randn(4, 7)).pow(2).sum()).backward()
+            if fused:
+                _clip_and_step(opt, 1.0)
+            else:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+                opt.step()
+        assert getattr(opt, "grad_scale", None) is None  # nothing left behind for later steps
+        return [p.detach().clone() for p in module.parameters()]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_training_does_not_fill_new_memory_and_restores_the_setting():
+    import torch.utils.deterministic as det
+
+    from geovae.training.trainer import _deterministic
+
+    before = det.fill_uninitialized_memory
+    with _deterministic(True):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert det.fill_uninitialized_memory is False
+    assert det.fill_uninitialized_memory == before

@@ -234,8 +234,8 @@ class _RegularisedVAEModule(LiVAEModule):
         """Weighted penalty added to the reconstruction NLL, and the named terms to log."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None,
-                counts_nz: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, counts: torch.Tensor | None, library: torch.Tensor | None = None,
+                counts_nz: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
         """Loss terms of one minibatch (``loss(batch)`` is inherited from LiVAEModule).
 
         Parameters
@@ -243,7 +243,8 @@ class _RegularisedVAEModule(LiVAEModule):
         x
             Model input ``(n, n_input)``.
         counts
-            Raw counts ``(n, n_input)`` scored by the likelihood.
+            Raw counts ``(n, n_input)`` scored by the likelihood; may be None when
+            ``counts_nz`` and ``library`` are given.
         library
             Library sizes ``(n, 1)``; row sums of ``counts`` when None.
         counts_nz
@@ -256,6 +257,8 @@ class _RegularisedVAEModule(LiVAEModule):
             ``recon`` (NLL summed over features, mean over cells), ``kl`` (analytic, mean over
             cells), the family's own terms and ``total = recon + penalty``.
         """
+        if counts is None and (counts_nz is None or library is None):
+            raise ValueError("counts=None needs both counts_nz and library")
         if library is None:
             library = counts.sum(dim=-1, keepdim=True)
         mu, logvar = self.encode(x)

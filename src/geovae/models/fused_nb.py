@@ -46,23 +46,24 @@ class _CountTerms:
     ``lgamma`` and one ``digamma`` (the slowest element-wise kernels on the CPU) per non-zero
     by ``G x K`` logs and one histogram. Used on the CPU for integer counts (building the
     histogram needs the number of large counts, a host synchronisation on CUDA); otherwise
-    the terms are evaluated at every non-zero.
+    the terms are evaluated at every non-zero. ``positive_integers`` (when the caller knows
+    it for the whole dataset) skips the per-batch check.
     """
 
     def __init__(self, x: torch.Tensor, feature_nz: torch.Tensor, n_features: int,
-                 max_count: int = HISTOGRAM_MAX_COUNT) -> None:
+                 max_count: int = HISTOGRAM_MAX_COUNT, positive_integers: bool | None = None) -> None:
         self.x, self.feature_nz = x, feature_nz
-        self.histogram = (x.device.type == "cpu" and x.numel() > 0 and bool((x == x.round()).all())
-                          and bool((x >= 1).all()))
+        if positive_integers is None and x.device.type == "cpu":
+            positive_integers = bool((x == x.round()).all()) and bool((x >= 1).all())
+        self.histogram = x.device.type == "cpu" and x.numel() > 0 and bool(positive_integers)
         if not self.histogram:
             self.nnz_per_feature = torch.zeros(n_features, dtype=x.dtype, device=x.device).index_add_(
                 0, feature_nz, torch.ones_like(x))
             return
         k = int(max_count)
         self.k = k
-        capped = x.clamp(max=k).long()  # 1..K
-        hist = torch.zeros(n_features * (k + 1), dtype=x.dtype, device=x.device).index_add_(
-            0, feature_nz * (k + 1) + capped, torch.ones_like(x)).reshape(n_features, k + 1)
+        key = (feature_nz * (k + 1)).add_(x.long().clamp_(max=k))  # feature g, count capped at K
+        hist = torch.bincount(key, minlength=n_features * (k + 1)).reshape(n_features, k + 1).to(x.dtype)
         # above[g, j] = #{non-zeros of g with x > j}, j = 0..K-1
         self.above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
         self.steps = torch.arange(k, dtype=x.dtype, device=x.device)
@@ -107,71 +108,77 @@ class SoftmaxNBLogLik(torch.autograd.Function):
     * ``nz_index`` / ``nz_value``: flat row-major positions in one ``(n, G)`` block (int64,
       unique) and values of the non-zero counts;
     * ``nz_feature`` (optional): the feature of each non-zero (``nz_index % G``), when the
-      caller has it already.
+      caller has it already;
+    * ``positive_integers`` (optional): whether every ``nz_value`` is an integer >= 1, when the
+      caller knows it (None: checked here).
 
     Returns the ``(P,)`` totals (summed over cells and features).
     """
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, library: torch.Tensor, log_theta: torch.Tensor,  # type: ignore[override]
-                nz_index: torch.Tensor, nz_value: torch.Tensor, nz_feature: torch.Tensor | None = None) -> torch.Tensor:
+                nz_index: torch.Tensor, nz_value: torch.Tensor, nz_feature: torch.Tensor | None = None,
+                positive_integers: bool | None = None) -> torch.Tensor:
         n_paths, n, n_features = logits.shape
         rho = torch.softmax(logits, dim=-1)
         mu = rho * library.reshape(1, n, 1)
         theta = log_theta.exp()
         theta_eps = theta + _EPS
-        log_theta_mu = torch.log(mu + theta_eps)  # (P, n, G): the one dense log
+        denom = mu + theta_eps  # (P, n, G), kept for the backward
+        log_theta_mu = torch.log(denom)  # the one dense log
 
         feature_nz = nz_index % n_features if nz_feature is None else nz_feature
         x = nz_value.to(logits.dtype)
-        theta_nz = theta.index_select(0, feature_nz)
-        mu_nz = mu.reshape(n_paths, -1).index_select(1, nz_index)
-        log_theta_mu_nz = log_theta_mu.reshape(n_paths, -1).index_select(1, nz_index)
-        count_terms = _CountTerms(x, feature_nz, n_features)
+        mu_nz = mu.reshape(n_paths, -1).index_select(1, nz_index)  # (P, nnz)
+        count_terms = _CountTerms(x, feature_nz, n_features, positive_integers=positive_integers)
 
         # per path: n sum_g theta_g log(theta_g + eps) - sum_ig theta_g log(theta_g + mu_ig + eps)
         log_theta_mu_colsum = log_theta_mu.sum(dim=1)  # (P, G), reused by the backward
         zero_total = n * (theta * theta_eps.log()).sum() - log_theta_mu_colsum @ theta
-        nz_total = (x * ((mu_nz + _EPS).log() - log_theta_mu_nz)).sum(dim=1)
+        # per path: sum_nz x (log(mu + eps) - log(theta + mu + eps))
+        log_ratio_nz = torch.log(mu_nz + _EPS).sub_(log_theta_mu.reshape(n_paths, -1).index_select(1, nz_index))
+        nz_total = log_ratio_nz @ x
         count_total = count_terms.value(theta)
 
-        ctx.save_for_backward(rho, mu, theta, log_theta_mu_colsum, nz_index, feature_nz, x, mu_nz, theta_nz)
+        ctx.save_for_backward(rho, mu, denom, theta, log_theta_mu_colsum, nz_index, feature_nz, x, mu_nz)
         ctx.n_obs = n
         ctx.count_terms = count_terms
         return zero_total + nz_total + count_total
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        rho, mu, theta, log_theta_mu_colsum, nz_index, feature_nz, x, mu_nz, theta_nz = ctx.saved_tensors
+        rho, mu, denom, theta, log_theta_mu_colsum, nz_index, feature_nz, x, mu_nz = ctx.saved_tensors
         n_paths = mu.shape[0]
         w = grad_out.reshape(n_paths, 1, 1)
+        w1 = grad_out.reshape(n_paths, 1)
         theta_eps = theta + _EPS
-        inv = torch.reciprocal(mu + theta_eps)  # (P, n, G): 1 / (theta + mu + eps)
+        inv = torch.reciprocal(denom)  # (P, n, G): 1 / (theta + mu + eps)
         inv_colsum = inv.sum(dim=1)  # (P, G)
-        inv_nz = torch.reciprocal(mu_nz + theta_nz + _EPS)  # (P, nnz)
+        inv_nz = inv.reshape(n_paths, -1).index_select(1, nz_index)  # (P, nnz), before inv is reused
 
         grad_logits = grad_log_theta = None
         if ctx.needs_input_grad[0]:
-            # q = mu * dLL/dmu: dense part -theta mu / (theta + mu), non-zeros add x (1 - mu / (theta + mu))
-            q = inv.mul_(mu).mul_(theta).mul_(-w)  # reuses inv's storage
-            step = x * (mu_nz / (mu_nz + _EPS) - mu_nz * inv_nz)
-            q.reshape(n_paths, -1).index_add_(1, nz_index, step * grad_out.reshape(n_paths, 1))
-            grad_logits = torch.addcmul(q, rho, q.sum(dim=-1, keepdim=True), value=-1.0)
+            # q = mu * dLL/dmu: dense part -theta mu / (theta + mu), non-zeros add x mu (1 / mu - 1 / (theta + mu))
+            step = torch.reciprocal(mu_nz + _EPS).sub_(inv_nz).mul_(mu_nz).mul_(x * w1)
+            q = inv.mul_(mu).mul_(-w * theta)  # reuses inv's storage
+            q.reshape(n_paths, -1).index_add_(1, nz_index, step)
+            grad_logits = q.addcmul_(rho, q.sum(dim=-1, keepdim=True), value=-1.0)
         if ctx.needs_input_grad[2]:
             n = ctx.n_obs
-            w1 = grad_out.reshape(n_paths, 1)
             # zero terms: n (log(theta + eps) + theta / (theta + eps)) - sum_i [log(theta + mu + eps) + theta / (theta + mu + eps)]
             dense = n * (theta_eps.log() + theta / theta_eps) - log_theta_mu_colsum - theta * inv_colsum
-            nz_mu = torch.zeros_like(dense).index_add_(1, feature_nz, -x * inv_nz)  # x (log mu - log(theta + mu))
-            grad_theta = (w1 * (dense + nz_mu)).sum(dim=0)
+            # non-zeros, x (log mu - log(theta + mu)): -x / (theta + mu)
+            nz_mu = torch.zeros_like(dense).index_add_(1, feature_nz, inv_nz.mul_(x))
+            grad_theta = (w1 * (dense - nz_mu)).sum(dim=0)
             grad_theta = grad_theta + grad_out.sum() * ctx.count_terms.grad_theta(theta)
             grad_log_theta = grad_theta * theta
-        return grad_logits, None, grad_log_theta, None, None, None
+        return grad_logits, None, grad_log_theta, None, None, None, None
 
 
 def softmax_nb_log_likelihood(logits: torch.Tensor, library: torch.Tensor, log_theta: torch.Tensor,
                               nz_index: torch.Tensor, nz_value: torch.Tensor,
-                              nz_feature: torch.Tensor | None = None) -> torch.Tensor:
+                              nz_feature: torch.Tensor | None = None,
+                              positive_integers: bool | None = None) -> torch.Tensor:
     """Exact NB log-likelihood of softmax decoder outputs, from the non-zero counts (fused backward).
 
     Parameters
@@ -187,6 +194,10 @@ def softmax_nb_log_likelihood(logits: torch.Tensor, library: torch.Tensor, log_t
         Non-zero counts of the ``(n, G)`` minibatch: flat row-major int64 positions (unique) and values.
     nz_feature
         Optional feature (column) of each non-zero, ``nz_index % G`` (computed when None).
+    positive_integers
+        Whether every ``nz_value`` is an integer >= 1 (known for the dataset, e.g.
+        :data:`geovae.training.data.NZ_INTEGER`); None checks the batch. True for
+        non-integer values gives wrong results.
 
     Returns
     -------
@@ -202,5 +213,5 @@ def softmax_nb_log_likelihood(logits: torch.Tensor, library: torch.Tensor, log_t
         raise ValueError(f"log_theta must have shape ({logits3.shape[-1]},), got {tuple(log_theta.shape)}")
     with torch.autocast(device_type=logits.device.type, enabled=False):  # float32 throughout, also under AMP
         out = SoftmaxNBLogLik.apply(logits3.float(), library.float().reshape(-1, 1), log_theta.float(),
-                                    nz_index, nz_value, nz_feature)
+                                    nz_index, nz_value, nz_feature, positive_integers)
     return out[0] if squeeze else out

@@ -7,14 +7,14 @@ terms. Data handling lives in :mod:`geovae.training`, the user API in :mod:`geov
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from .fused_nb import softmax_nb_log_likelihood
 from .likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
-from .lorentz import DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance
+from .lorentz import DEFAULT_MAX_TANGENT_NORM, tangent_lorentz_distance
 
 __all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "RECONSTRUCTIONS", "LOSS_TERMS"]
 
@@ -31,18 +31,24 @@ LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
 
 _LOGVAR_RANGE = (-15.0, 15.0)  # keeps exp(logvar) finite early in training
 #: Batch keys of the non-zero counts (:data:`geovae.training.data.NZ_INDEX` / ``NZ_VALUE``),
-#: and the optional feature index of each (``NZ_FEATURE``).
+#: the optional feature index of each (``NZ_FEATURE``) and the dataset's integer flag (``NZ_INTEGER``).
 _NZ_KEYS = ("counts_nz_index", "counts_nz_value")
 _NZ_FEATURE_KEY = "counts_nz_feature"
+_NZ_INTEGER_KEY = "counts_nz_integer"
 
 #: The non-zero counts of a minibatch: flat row-major positions (int64) and values, optionally
-#: followed by the feature (column) of each.
-SparseCounts = tuple[torch.Tensor, ...]
+#: followed by the feature (column) of each and whether all values are positive integers (a bool).
+SparseCounts = tuple[Any, ...]
 
 
 def _feature(counts_nz: SparseCounts) -> torch.Tensor | None:
     """The feature index of each non-zero when the batch carries it (``NZ_FEATURE``), else None."""
     return counts_nz[2] if len(counts_nz) > 2 else None
+
+
+def _positive_integers(counts_nz: SparseCounts) -> bool | None:
+    """Whether the batch's non-zero counts are known to be positive integers (None: unknown)."""
+    return counts_nz[3] if len(counts_nz) > 3 else None
 
 
 def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
@@ -206,12 +212,16 @@ class LiVAEModule(nn.Module):
 
     @staticmethod
     def _batch_nz(batch: Mapping[str, torch.Tensor]) -> SparseCounts | None:
-        """The batch's non-zero counts (``counts_nz_index``, ``counts_nz_value``) when present."""
-        if all(key in batch for key in _NZ_KEYS):
-            if _NZ_FEATURE_KEY in batch:
-                return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]], batch[_NZ_FEATURE_KEY]
+        """The batch's non-zero counts (``counts_nz_index``, ``counts_nz_value``, and where present
+        ``counts_nz_feature`` and the ``counts_nz_integer`` flag as a bool), or None."""
+        if not all(key in batch for key in _NZ_KEYS):
+            return None
+        if _NZ_FEATURE_KEY not in batch:
             return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]]
-        return None
+        flag = batch.get(_NZ_INTEGER_KEY)
+        # read only where it costs no device synchronisation
+        integer = bool(flag.reshape(-1)[0]) if flag is not None and flag.device.type == "cpu" else None
+        return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]], batch[_NZ_FEATURE_KEY], integer
 
     def _fused_nb_ok(self, counts_nz: SparseCounts | None) -> bool:
         """True when the NB likelihood can use :func:`~geovae.models.fused_nb.softmax_nb_log_likelihood`:
@@ -246,7 +256,8 @@ class LiVAEModule(nn.Module):
         stacked = latents[0] if n_paths == 1 else torch.cat(latents, dim=0)
         if self._fused_nb_ok(counts_nz):
             logits = self.dec_rho(self.decoder(stacked)).float().reshape(n_paths, n, -1)
-            ll = softmax_nb_log_likelihood(logits, library, self.log_theta, *counts_nz)
+            ll = softmax_nb_log_likelihood(logits, library, self.log_theta, counts_nz[0], counts_nz[1],
+                                           _feature(counts_nz), positive_integers=_positive_integers(counts_nz))
             return [-ll[p] / n for p in range(n_paths)]
         px = self.decode(stacked, library if n_paths == 1 else library.repeat(n_paths, 1))
         if n_paths == 1:
@@ -273,14 +284,14 @@ class LiVAEModule(nn.Module):
     def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a.float(), b.float()
         if self.geometry == "lorentz":
-            dist = lorentz_distance(expmap0(a, self.max_tangent_norm), expmap0(b, self.max_tangent_norm))
+            dist = tangent_lorentz_distance(a, b, self.max_tangent_norm)  # = lorentz_distance(expmap0(a), expmap0(b))
             return (dist**2).mean() if self.lorentz_squared else dist.mean()
         sq = ((a - b) ** 2).sum(dim=-1)
         return sq.mean() if self.lorentz_squared else torch.sqrt(sq + 1e-12).mean()
 
     # ------------------------------------------------------------------- loss
     def forward(
-        self, x: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None,
+        self, x: torch.Tensor, counts: torch.Tensor | None, library: torch.Tensor | None = None,
         counts_nz: SparseCounts | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss terms for one minibatch (paper eq. 2).
@@ -290,7 +301,8 @@ class LiVAEModule(nn.Module):
         x
             Model input ``(n, n_input)``.
         counts
-            Raw counts ``(n, n_input)`` that the likelihood scores.
+            Raw counts ``(n, n_input)`` that the likelihood scores; may be None when
+            ``counts_nz`` and ``library`` are given.
         library
             Library sizes ``(n, 1)``; row sums of ``counts`` when None.
         counts_nz
@@ -305,6 +317,8 @@ class LiVAEModule(nn.Module):
             dimensions, mean over cells), ``geo`` (unweighted geometric loss) and
             ``total = w_recon*recon + w_bn_recon*recon_bn + beta_kl*kl + lorentz_weight*geo``.
         """
+        if counts is None and (counts_nz is None or library is None):
+            raise ValueError("counts=None needs both counts_nz and library")
         if library is None:
             library = counts.sum(dim=-1, keepdim=True)
         mu, logvar = self.encode(x)
@@ -336,4 +350,12 @@ class LiVAEModule(nn.Module):
     def loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``
         and the non-zero counts (``counts_nz_index``, ``counts_nz_value``)."""
-        return self(batch["x"], batch["counts"], batch.get("library"), self._batch_nz(batch))
+        counts_nz = self._batch_nz(batch)
+        return self(batch["x"], self._dense_counts(batch, counts_nz), batch.get("library"), counts_nz)
+
+    def _dense_counts(self, batch: Mapping[str, torch.Tensor], counts_nz: SparseCounts | None) -> torch.Tensor | None:
+        """The batch's dense ``counts``, or None where the loss works from ``counts_nz`` and
+        ``library`` alone (so a :class:`~geovae.training.data.LazyBatch` never builds them)."""
+        if counts_nz is not None and "library" in batch and type(self)._neg_log_lik is LiVAEModule._neg_log_lik:
+            return None
+        return batch["counts"]
