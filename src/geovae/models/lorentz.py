@@ -42,13 +42,8 @@ def expmap0(v: torch.Tensor, max_norm: float = DEFAULT_MAX_TANGENT_NORM, eps: fl
     torch.Tensor
         Points of shape ``(..., d + 1)`` on the hyperboloid.
     """
-    sq = (v * v).sum(dim=-1, keepdim=True)
-    # clamp the squared norm before sqrt: sqrt'(0) would be infinite
-    norm = torch.sqrt(torch.clamp(sq, min=eps * eps))
-    r = torch.clamp(norm, max=max_norm)
-    x0 = torch.cosh(r)
-    x_rest = torch.sinh(r) * v / norm
-    return torch.cat([x0, x_rest], dim=-1)
+    _, norm, _, cosh, sinh, _ = _expmap0_parts(v, max_norm, eps)
+    return torch.cat([cosh, sinh * v / norm], dim=-1)
 
 
 def lorentz_inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,8 +96,10 @@ def lorentz_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5, stable
 
 
 def _expmap0_parts(v: torch.Tensor, max_norm: float, eps: float) -> tuple[torch.Tensor, ...]:
-    """Pieces of :func:`expmap0` kept for its backward: ``norm``, ``r``, ``cosh r``, ``sinh r``, ``f = sinh r / norm``."""
+    """Pieces of :func:`expmap0`, each ``(..., 1)``: ``|v|^2``, ``norm``, ``r`` (the clamped norm),
+    ``cosh r``, ``sinh r`` and ``f = sinh r / norm``; the point is ``(cosh r, sinh r v / norm)``."""
     sq = (v * v).sum(dim=-1, keepdim=True)
+    # clamp the squared norm before sqrt: sqrt'(0) would be infinite
     norm = torch.sqrt(torch.clamp(sq, min=eps * eps))
     r = torch.clamp(norm, max=max_norm)
     cosh, sinh = torch.cosh(r), torch.sinh(r)
@@ -128,7 +125,7 @@ class _TangentLorentzDistance(torch.autograd.Function):
                 eps_dist: float) -> torch.Tensor:
         pa, pb = _expmap0_parts(a, max_norm, eps_norm), _expmap0_parts(b, max_norm, eps_norm)
         diff0 = pa[3] - pb[3]  # (n, 1)
-        diff_rest = pa[5] * a - pb[5] * b
+        diff_rest = pa[4] * a / pa[1] - pb[4] * b / pb[1]  # rounded as in expmap0
         w_raw = 0.5 * ((diff_rest * diff_rest).sum(dim=-1, keepdim=True) - diff0 * diff0)
         w = torch.clamp(w_raw, min=eps_dist)
         root = torch.sqrt(w * (w + 2.0))

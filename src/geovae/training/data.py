@@ -346,7 +346,6 @@ class _DeviceCSR:
             M.eliminate_zeros()
         self.shape = M.shape
         self.lengths_host = np.diff(M.indptr).astype(np.int64)
-        self.positive_integers = _positive_integers(M.data)
         pin = device.type == "cuda"
 
         def put(a: np.ndarray, dtype: np.dtype) -> torch.Tensor:
@@ -415,7 +414,7 @@ class DeviceBatches:
             self.x_csr = _DeviceCSR(X, self.device)
         self.counts = _DeviceCSR(sp.csr_matrix(source.counts, dtype=np.float32), self.device)
         self.library = torch.from_numpy(source.library).to(self.device)
-        self.integer_flag = torch.tensor([self.counts.positive_integers])  # stays on the CPU
+        self.integer_flag = torch.tensor([source._counts_positive_integers()])  # stays on the CPU
         self.obs_arrays = {k: torch.from_numpy(v).to(self.device) for k, v in source.obs_arrays.items()}
 
     def _x_from_csr(self, host_rows: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
