@@ -257,10 +257,7 @@ class _RegularisedVAEModule(LiVAEModule):
             ``recon`` (NLL summed over features, mean over cells), ``kl`` (analytic, mean over
             cells), the family's own terms and ``total = recon + penalty``.
         """
-        if counts is None and (counts_nz is None or library is None):
-            raise ValueError("counts=None needs both counts_nz and library")
-        if library is None:
-            library = counts.sum(dim=-1, keepdim=True)
+        library = self._library(counts, library, counts_nz)
         mu, logvar = self.encode(x)
         z = self.sample(mu, logvar)
         (recon,) = self.reconstruction_nlls([z], counts, library, counts_nz)

@@ -159,8 +159,7 @@ class DPVAEModule(LiVAEModule):
             posterior means), ``dp_scale`` (lambda, logged only) and
             ``total = elbo_weight * (recon + beta_kl * kl) + dp_weight * dp``.
         """
-        if library is None:
-            library = counts.sum(dim=-1, keepdim=True)
+        library = self._library(counts, library, None)
         mu, logvar = self.encode(x)
         z = self.sample(mu, logvar)
         recon = self._neg_log_lik(counts, self.decode(z, library))

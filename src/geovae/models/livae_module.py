@@ -281,6 +281,15 @@ class LiVAEModule(nn.Module):
             out.append(self._neg_log_lik(counts, part, counts_nz))
         return out
 
+    @staticmethod
+    def _library(counts: torch.Tensor | None, library: torch.Tensor | None,
+                 counts_nz: SparseCounts | None) -> torch.Tensor:
+        """``library``, or the row sums of ``counts`` when it is None; ``counts`` may be None only
+        when ``library`` and ``counts_nz`` are given."""
+        if counts is None and (counts_nz is None or library is None):
+            raise ValueError("counts=None needs both counts_nz and library")
+        return counts.sum(dim=-1, keepdim=True) if library is None else library
+
     def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a.float(), b.float()
         if self.geometry == "lorentz":
@@ -317,10 +326,7 @@ class LiVAEModule(nn.Module):
             dimensions, mean over cells), ``geo`` (unweighted geometric loss) and
             ``total = w_recon*recon + w_bn_recon*recon_bn + beta_kl*kl + lorentz_weight*geo``.
         """
-        if counts is None and (counts_nz is None or library is None):
-            raise ValueError("counts=None needs both counts_nz and library")
-        if library is None:
-            library = counts.sum(dim=-1, keepdim=True)
+        library = self._library(counts, library, counts_nz)
         mu, logvar = self.encode(x)
         z = self.sample(mu, logvar)
         zero = torch.zeros((), device=x.device, dtype=torch.float32)
