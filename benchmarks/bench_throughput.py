@@ -25,6 +25,9 @@ has no epoch loop (``fit`` draws one random minibatch per iteration and scores c
 each); it is timed on ``ceil(0.9 n / 128)`` calls of its ``update`` per epoch-equivalent
 (``irecon=1, lorentz=10``, its log1p(counts) input).
 
+``geovae`` computes the large float32 products of its layers with oneDNN (``geovae.nn.Linear``;
+on AMD CPUs MKL's ``sgemm`` runs at about half oneDNN's speed); ``geovae_blas`` is the same
+model with every product in torch's default BLAS, to show what that path contributes.
 ``--tools geovae,scvi,geovae_bf16,scvi_bf16`` adds bfloat16-autocast runs of both (reported as
 separate tools, since they change the numbers); ``geovae_dist`` is LiVAE with the authors' code's
 geometric loss (mean Lorentz distance, ``lorentz_squared=False``) instead of the paper's eq. 6 (mean
@@ -84,11 +87,13 @@ def _cluster_scores(latent: Any, labels: Any) -> dict[str, float]:
 
 
 def _run_geovae(adata: Any, epochs: int, seed: int, cpu_amp: bool = False,
-                lorentz_squared: bool = True) -> tuple[float, Any]:
+                lorentz_squared: bool = True, onednn: bool = True) -> tuple[float, Any]:
     from geovae.models.livae import LiVAE
+    from geovae.nn import set_onednn_linear
     from geovae.preprocessing.input import set_model_input
     from geovae.preprocessing.rna import log_normalize
 
+    set_onednn_linear(onednn)
     log_normalize(adata)
     set_model_input(adata, "rna")
     LiVAE.setup_anndata(adata, layer="counts")
@@ -142,7 +147,10 @@ RUNNERS = {"geovae": _run_geovae, "scvi": _run_scvi, "livae021": _run_livae021,
            "scvi_bf16": lambda adata, epochs, seed: _run_scvi(adata, epochs, seed, precision="bf16-mixed"),
            # LiVAE with the geometric loss of the authors' code (mean distance instead of the paper's
            # mean squared distance, ``lorentz_squared=False``): same speed, other embedding
-           "geovae_dist": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, lorentz_squared=False)}
+           "geovae_dist": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, lorentz_squared=False),
+           # LiVAE with every product in torch's default BLAS (MKL in the CPU wheels) instead of
+           # oneDNN for the large ones (geovae.nn.Linear): shows what the oneDNN path contributes
+           "geovae_blas": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, onednn=False)}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -195,7 +203,8 @@ def _datasets(quick: bool, workdir: Path) -> dict[str, Path]:
 
 def _python_for(tool: str, args: argparse.Namespace) -> str | None:
     path = {"geovae": sys.executable, "scvi": args.scvi_python, "livae021": args.livae_python,
-            "geovae_bf16": sys.executable, "scvi_bf16": args.scvi_python, "geovae_dist": sys.executable}[tool]
+            "geovae_bf16": sys.executable, "scvi_bf16": args.scvi_python, "geovae_dist": sys.executable,
+            "geovae_blas": sys.executable}[tool]
     if not Path(path).exists():
         print(f"[skip] {tool}: no Python at {path}. Create the venv with:\n    {VENV_HELP[tool.split('_')[0]]}",
               flush=True)
@@ -228,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tools", default="geovae,scvi,livae021",
                         help="comma-separated, from: geovae, scvi, livae021, the bfloat16 variants "
                              "geovae_bf16, scvi_bf16 (CPUs with native bf16), and geovae_dist (LiVAE with "
-                             "lorentz_squared=False)")
+                             "lorentz_squared=False), geovae_blas (LiVAE with all products in torch's "
+                             "default BLAS instead of oneDNN)")
+    parser.add_argument("--datasets", default="pbmc68k,sim",
+                        help="comma-separated, from: pbmc68k, sim (the simulated 20,000 x 2,000 set)")
     parser.add_argument("--scvi-python", default=DEFAULT_SCVI_PYTHON)
     parser.add_argument("--livae-python", default=DEFAULT_LIVAE_PYTHON)
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "throughput")
@@ -243,7 +255,11 @@ def main(argv: list[str] | None = None) -> None:
 
     tools = [t for t in args.tools.split(",") if t]
     pythons = {t: _python_for(t, args) for t in tools}
-    paths = _datasets(args.quick, args.workdir)
+    wanted = {d for d in args.datasets.split(",") if d}
+    if not wanted or not wanted <= {"pbmc68k", "sim"}:
+        parser.error(f"--datasets: choose from pbmc68k, sim (got {args.datasets!r})")
+    paths = {name: path for name, path in _datasets(args.quick, args.workdir).items()
+             if name.split("_")[0] in wanted}
     print(f"# {args.epochs} epochs, batch {BATCH_SIZE}, {args.threads} thread(s), {args.repeats} round(s)")
     print("# cells/s and seconds: median over rounds; NMI/ARI: mean (sd) over rounds (seeds "
           f"{args.seed}..{args.seed + args.repeats - 1})")

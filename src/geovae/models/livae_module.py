@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..nn.onednn_linear import Linear
 from .fused_nb import softmax_nb_log_likelihood
 from .likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
 from .lorentz import DEFAULT_MAX_TANGENT_NORM, tangent_lorentz_distance
@@ -52,7 +53,7 @@ def _positive_integers(counts_nz: SparseCounts) -> bool | None:
 
 
 def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
+    return nn.Sequential(Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
 
 
 class LiVAEModule(nn.Module):
@@ -142,17 +143,17 @@ class LiVAEModule(nn.Module):
 
         # encoder: x -> hidden -> (mu, logvar)
         self.encoder = _mlp_block(n_input, hidden_dim)
-        self.enc_mu = nn.Linear(hidden_dim, latent_dim)
-        self.enc_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.enc_mu = Linear(hidden_dim, latent_dim)
+        self.enc_logvar = Linear(hidden_dim, latent_dim)
         # bottleneck path: z -> l_e (compress) -> l_d (expand)
         if self.use_bottleneck:
-            self.bn_compress = nn.Linear(latent_dim, bottleneck_dim)
-            self.bn_expand = nn.Linear(bottleneck_dim, latent_dim)
+            self.bn_compress = Linear(latent_dim, bottleneck_dim)
+            self.bn_expand = Linear(bottleneck_dim, latent_dim)
         # shared decoder: latent -> hidden -> softmax over features (rho)
         self.decoder = _mlp_block(latent_dim, hidden_dim)
-        self.dec_rho = nn.Linear(hidden_dim, n_input)
+        self.dec_rho = Linear(hidden_dim, n_input)
         if likelihood in ("zinb", "zip"):
-            self.dec_zi = nn.Linear(hidden_dim, n_input)
+            self.dec_zi = Linear(hidden_dim, n_input)
         if likelihood in ("nb", "zinb"):
             # gene-specific log inverse dispersion; theta = exp(log_theta)
             self.log_theta = nn.Parameter(torch.zeros(n_input))

@@ -35,6 +35,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..nn.onednn_linear import Linear, linear
 from .likelihoods import log_gaussian, log_nb
 
 __all__ = ["SiVAEModule", "SIVAE_LIKELIHOODS", "PHASES", "PHASE_TERMS"]
@@ -59,7 +60,7 @@ def _mlp(dims: Sequence[int]) -> nn.Sequential:
     """Hidden layers ``dims[0] -> dims[1] -> ...``, each Linear -> LayerNorm -> ReLU."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.ReLU()]
+        layers += [Linear(n_in, n_out), nn.LayerNorm(n_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -75,8 +76,8 @@ class _GaussianEncoder(nn.Module):
     def __init__(self, n_in: int, hidden: Sequence[int], latent_dim: int) -> None:
         super().__init__()
         self.body = _mlp([n_in, *hidden])
-        self.mu = nn.Linear(hidden[-1], latent_dim)
-        self.logvar = nn.Linear(hidden[-1], latent_dim)
+        self.mu = Linear(hidden[-1], latent_dim)
+        self.logvar = Linear(hidden[-1], latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
@@ -146,14 +147,14 @@ class SiVAEModule(nn.Module):
         self.feature_encoder = _GaussianEncoder(int(n_feature_input), hidden, latent_dim)
         # last feature-decoder layer is linear: v_{f,L} are weights and may be negative
         self.feature_decoder = nn.Sequential(_mlp([latent_dim, *reversed(hidden[1:])]),
-                                             nn.Linear(hidden[1] if len(hidden) > 1 else latent_dim, width))
+                                             Linear(hidden[1] if len(hidden) > 1 else latent_dim, width))
         # phase "cell": the output weights V~ as free parameters (Methods, first training step)
         self.free_weights = nn.Parameter(torch.randn(n_input, width) / math.sqrt(width))
         self.out_bias = nn.Parameter(torch.zeros(n_input))
         # phase "feature": scalar log-variance of the Gaussian reconstruction of V~
         self.feature_logvar = nn.Parameter(torch.zeros(1))  # 1-element: checkpoint digests cannot view 0-d tensors
         if likelihood == "gaussian":
-            self.out_logvar = nn.Linear(width, 1)  # sigma_d(z_{c,L}): one variance per cell (eq. 8)
+            self.out_logvar = Linear(width, 1)  # sigma_d(z_{c,L}): one variance per cell (eq. 8)
         else:
             self.log_theta = nn.Parameter(torch.zeros(n_input))  # NB inverse dispersion per feature
         self.register_buffer("feature_input", torch.zeros(n_input, int(n_feature_input)))
@@ -208,7 +209,7 @@ class SiVAEModule(nn.Module):
             proportions), ``mu`` (``rho * library``) and ``theta``. Always float32.
         """
         z_last = self.cell_decoder(z1)
-        eta = (z_last @ weights.T + self.out_bias).float()
+        eta = linear(z_last, weights, self.out_bias).float()
         if self.likelihood == "gaussian":
             return {"mean": eta, "var": torch.exp(torch.clamp(self.out_logvar(z_last).float(), *_LOGVAR_RANGE))}
         rho = torch.softmax(eta, dim=-1)

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
+from ..nn.onednn_linear import matmul_backend
 from .data import AnnDataBatches
 
 __all__ = [
@@ -366,7 +367,8 @@ def _run_epoch(
 def _hashed_settings(cfg: TrainingConfig, device: torch.device) -> dict[str, Any]:
     """The settings that change a training run's numbers (hashed into its checkpoint)."""
     ignored = {"progress_bar", "checkpoint_dir", "checkpoint_every", "checkpoint_key", "device"}
-    return {**{k: v for k, v in asdict(cfg).items() if k not in ignored}, "device_type": device.type}
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ignored}, "device_type": device.type,
+            "matmul_backend": matmul_backend(device)}
 
 
 def _check_finite(terms: dict[str, float], phase: str) -> None:
@@ -405,7 +407,8 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         ``history``: one row per epoch with ``epoch``, ``train_<term>``, ``val_<term>``
         (when there is a validation set) and ``seconds``; ``metadata``: device,
         device_name, gpu_memory_gb, torch/geovae versions, seed, n_epochs, best_epoch,
-        stopped_early, train_seconds, n_train, n_val, amp, the config, checkpoint_hash,
+        stopped_early, train_seconds, n_train, n_val, amp, matmul_backend
+        (:func:`geovae.nn.matmul_backend`), the config, checkpoint_hash,
         resumed_from_epoch (None for a fresh run), divergence_restarts and final_lr.
     """
     cfg = config or TrainingConfig()
@@ -545,6 +548,7 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
         "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
+        "matmul_backend": matmul_backend(device),
         "config": asdict(cfg),
         "checkpoint_hash": run_hash,
         "resumed_from_epoch": resumed_from,
