@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--epochs 10] [--threads 2]
-        [--repeats 1] [--scvi-python /work/venvs/scvi/bin/python]
+        [--repeats 1] [--datasets pbmc68k,sim] [--scvi-python /work/venvs/scvi/bin/python]
         [--livae-python /work/venvs/livae021/bin/python] [--workdir benchmarks/out/throughput]
 
 Every tool trains on the same raw counts (``layers["counts"]``, all genes, no HVG step):
@@ -169,8 +169,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------- driver side
-def _datasets(quick: bool, workdir: Path) -> dict[str, Path]:
-    """Write the benchmark datasets (raw counts in layers["counts"], obs["label"]) once."""
+def _datasets(quick: bool, workdir: Path, wanted: set[str]) -> dict[str, Path]:
+    """Write the wanted benchmark datasets (raw counts in layers["counts"], obs["label"]) once."""
     sys.path.insert(0, str(ROOT / "src"))
     import numpy as np
     import scipy.sparse as sp
@@ -181,6 +181,7 @@ def _datasets(quick: bool, workdir: Path) -> dict[str, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     n_sim = 2000 if quick else 20000
     paths = {"pbmc68k": workdir / "pbmc68k.h5ad", f"sim_{n_sim}x2000": workdir / f"sim_{n_sim}x2000.h5ad"}
+    paths = {name: path for name, path in paths.items() if name.split("_")[0] in wanted}
     for name, path in paths.items():
         if path.exists():
             continue
@@ -258,8 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = {d for d in args.datasets.split(",") if d}
     if not wanted or not wanted <= {"pbmc68k", "sim"}:
         parser.error(f"--datasets: choose from pbmc68k, sim (got {args.datasets!r})")
-    paths = {name: path for name, path in _datasets(args.quick, args.workdir).items()
-             if name.split("_")[0] in wanted}
+    paths = _datasets(args.quick, args.workdir, wanted)
     print(f"# {args.epochs} epochs, batch {BATCH_SIZE}, {args.threads} thread(s), {args.repeats} round(s)")
     print("# cells/s and seconds: median over rounds; NMI/ARI: mean (sd) over rounds (seeds "
           f"{args.seed}..{args.seed + args.repeats - 1})")

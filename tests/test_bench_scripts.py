@@ -71,3 +71,19 @@ def test_zoo_table_means_over_seeds_and_lists_incomplete_runs(tmp_path, capsys):
     assert zoo_table.main(["--results", str(tmp_path), "--metrics", "NMI"]) == 0
     out = capsys.readouterr().out
     assert "### NMI" in out and "incomplete runs (1): d2/livae/0" in out
+
+
+def test_bench_throughput_runs_geovae_variants_on_pbmc68k(tmp_path, capsys):
+    # the driver end to end on the real pbmc68k counts: one epoch, LiVAE with oneDNN and with MKL products
+    bench = _load("bench_throughput")
+    bench.main(["--quick", "--epochs", "1", "--threads", "1", "--datasets", "pbmc68k",
+                "--tools", "geovae,geovae_blas", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "throughput.json").read_text())
+    assert {(r["dataset"], r["tool"]) for r in rows} == {("pbmc68k", "geovae"), ("pbmc68k", "geovae_blas")}
+    for row in rows:
+        assert row["cells_per_s"] > 0 and 0.0 <= row["nmi_mean"] <= 1.0
+        assert row["vs_scvi"] is None  # scVI was not asked for
+    assert "[fail]" not in out and not (tmp_path / "sim_2000x2000.h5ad").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--datasets", "pbmc", "--workdir", str(tmp_path)])
