@@ -1,7 +1,7 @@
 """``nn.Linear`` whose float32 CPU products go through oneDNN instead of the BLAS.
 
 PyTorch's CPU wheels compute ``nn.Linear`` with MKL's ``sgemm``. On AMD CPUs MKL does not
-take its AVX-512 code path: on the AMD EPYC (Zen 5) of the development machine it runs the
+take its AVX-512 code path: on the AMD EPYC (AVX-512) of the development machine it runs the
 products of a LiVAE step (``128 x 2000 x 128`` and ``256 x 128 x 2000``) at ~107 GFLOP/s,
 while oneDNN (shipped inside the same wheel, ``torch.ops.mkldnn._linear_pointwise``) runs them
 at 225-243 GFLOP/s in float32, with the same rounding error against float64 (a few 1e-5
@@ -40,9 +40,9 @@ _enabled = os.environ.get("GEOVAE_ONEDNN_LINEAR", "1").strip().lower() not in ("
 _available: bool | None = None  # decided on first use
 
 
-def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """``a @ b_t.T`` with oneDNN (``a``: ``(m, k)``, ``b_t``: ``(n, k)``, any strides)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b_t.T (+ bias)`` with oneDNN (``a``: ``(m, k)``, ``b_t``: ``(n, k)``, any strides)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
 
 
 def onednn_linear_available() -> bool:
@@ -77,7 +77,12 @@ def set_onednn_linear(enabled: bool) -> bool:
 def matmul_backend(device: torch.device | str = "cpu") -> str:
     """``"onednn"`` when :class:`Linear` sends large float32 products on ``device`` to oneDNN,
     else ``"default"`` (torch's BLAS / cuBLAS)."""
-    return "onednn" if torch.device(device).type == "cpu" and _enabled and onednn_linear_available() else "default"
+    return "onednn" if torch.device(device).type == "cpu" and _onednn_on() else "default"
+
+
+def _onednn_on() -> bool:
+    """Whether the oneDNN path is switched on and works in this process."""
+    return _enabled and onednn_linear_available()
 
 
 def _cpu_autocast() -> bool:
@@ -95,7 +100,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return _onednn_mm(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -122,9 +127,8 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     the oneDNN path are listed in the module docs.
     """
     n_out, n_in = weight.shape
-    if (_enabled and input.device.type == "cpu" and input.dtype == torch.float32
-            and weight.dtype == torch.float32 and input.dim() >= 2 and input.numel() * n_out >= MIN_MACS
-            and not _cpu_autocast() and onednn_linear_available()):
+    if (input.device.type == "cpu" and input.dtype == torch.float32 and weight.dtype == torch.float32
+            and input.dim() >= 2 and input.numel() * n_out >= MIN_MACS and not _cpu_autocast() and _onednn_on()):
         out = _OneDNNLinear.apply(input.reshape(-1, n_in), weight, bias)
         return out.reshape(*input.shape[:-1], n_out)
     return F.linear(input, weight, bias)

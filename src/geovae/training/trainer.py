@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from ..nn.onednn_linear import matmul_backend
+from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from .data import AnnDataBatches
 
 __all__ = [
