@@ -23,78 +23,15 @@ The library sizes are data: no gradient flows to them.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
+from .likelihoods import NBCountTerms
+
 __all__ = ["SoftmaxNBLogLik", "softmax_nb_log_likelihood"]
 
 _EPS = 1e-8  # as in geovae.models.likelihoods.log_nb
-#: Counts up to this value go through the per-feature histogram of :class:`_CountTerms`.
-HISTOGRAM_MAX_COUNT = 32
-
-
-class _CountTerms:
-    """``sum_nz [lgamma(x + theta_g) - lgamma(theta_g) - lgamma(x + 1)]`` and its theta-gradient.
-
-    For integer counts ``lgamma(x + theta) - lgamma(theta) = sum_{k < x} log(theta + k)``, so
-    with ``H[g, k]`` = number of non-zeros of feature ``g`` above ``k`` (``k < K``,
-    :data:`HISTOGRAM_MAX_COUNT`) the sum is ``sum_gk H[g, k] log(theta_g + k)`` plus, for the
-    few counts above ``K``, ``lgamma(x + theta) - lgamma(K + theta)``; the gradient is
-    ``sum_k H[g, k] / (theta_g + k)`` plus ``digamma`` at those few counts. This replaces one
-    ``lgamma`` and one ``digamma`` (the slowest element-wise kernels on the CPU) per non-zero
-    by ``G x K`` logs and one histogram. Used on the CPU for integer counts (building the
-    histogram needs the number of large counts, a host synchronisation on CUDA); otherwise
-    the terms are evaluated at every non-zero. ``positive_integers`` (when the caller knows
-    it for the whole dataset) skips the per-batch check.
-    """
-
-    def __init__(self, x: torch.Tensor, feature_nz: torch.Tensor, n_features: int,
-                 max_count: int = HISTOGRAM_MAX_COUNT, positive_integers: bool | None = None) -> None:
-        self.x, self.feature_nz = x, feature_nz
-        if positive_integers is None and x.device.type == "cpu":
-            positive_integers = bool((x == x.round()).all()) and bool((x >= 1).all())
-        self.histogram = x.device.type == "cpu" and x.numel() > 0 and bool(positive_integers)
-        if not self.histogram:
-            self.nnz_per_feature = torch.zeros(n_features, dtype=x.dtype, device=x.device).index_add_(
-                0, feature_nz, torch.ones_like(x))
-            return
-        k = int(max_count)
-        self.k = k
-        key = (feature_nz * (k + 1)).add_(x.long().clamp_(max=k))  # feature g, count capped at K
-        hist = torch.bincount(key, minlength=n_features * (k + 1)).reshape(n_features, k + 1).to(x.dtype)
-        # above[g, j] = #{non-zeros of g with x > j}, j = 0..K-1
-        self.above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
-        self.steps = torch.arange(k, dtype=x.dtype, device=x.device)
-        tail = torch.nonzero(x > k).squeeze(1)
-        self.tail_x = x.index_select(0, tail)
-        self.tail_feature = feature_nz.index_select(0, tail)
-        counts_above = self.above.sum(0)
-        self.log_factorial_total = ((counts_above * torch.log1p(self.steps)).sum()
-                                    + (torch.lgamma(self.tail_x + 1.0) - math.lgamma(k + 1.0)).sum())
-
-    def value(self, theta: torch.Tensor) -> torch.Tensor:
-        """The summed count terms (a scalar)."""
-        if not self.histogram:
-            theta_nz = theta.index_select(0, self.feature_nz)
-            return (torch.lgamma(self.x + theta_nz).sum() - torch.lgamma(self.x + 1.0).sum()
-                    - (self.nnz_per_feature * torch.lgamma(theta)).sum())
-        theta_tail = theta.index_select(0, self.tail_feature)
-        rising = (self.above * torch.log(theta.unsqueeze(1) + self.steps)).sum()
-        tail = (torch.lgamma(self.tail_x + theta_tail) - torch.lgamma(theta_tail + self.k)).sum()
-        return rising + tail - self.log_factorial_total
-
-    def grad_theta(self, theta: torch.Tensor) -> torch.Tensor:
-        """Derivative of :meth:`value` with respect to each ``theta_g``."""
-        if not self.histogram:
-            theta_nz = theta.index_select(0, self.feature_nz)
-            return (torch.zeros_like(theta).index_add_(0, self.feature_nz, torch.digamma(self.x + theta_nz))
-                    - self.nnz_per_feature * torch.digamma(theta))
-        theta_tail = theta.index_select(0, self.tail_feature)
-        grad = (self.above / (theta.unsqueeze(1) + self.steps)).sum(1)
-        tail = torch.digamma(self.tail_x + theta_tail) - torch.digamma(theta_tail + self.k)
-        return grad.index_add_(0, self.tail_feature, tail)
 
 
 class SoftmaxNBLogLik(torch.autograd.Function):
@@ -130,7 +67,7 @@ class SoftmaxNBLogLik(torch.autograd.Function):
         feature_nz = nz_index % n_features if nz_feature is None else nz_feature
         x = nz_value.to(logits.dtype)
         mu_nz = mu.reshape(n_paths, -1).index_select(1, nz_index)  # (P, nnz)
-        count_terms = _CountTerms(x, feature_nz, n_features, positive_integers=positive_integers)
+        count_terms = NBCountTerms(x, feature_nz, n_features, positive_integers=positive_integers)
 
         # per path: n sum_g theta_g log(theta_g + eps) - sum_ig theta_g log(theta_g + mu_ig + eps)
         log_theta_mu_colsum = log_theta_mu.sum(dim=1)  # (P, G), reused by the backward
