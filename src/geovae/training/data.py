@@ -48,6 +48,7 @@ def _positive_integers(values: np.ndarray, chunk: int = 1 << 22) -> bool:
             return False
     return True
 
+
 #: Model input up to this size (bytes, float32 cells x features) is transformed once and kept
 #: dense on the CPU (e.g. 32,000 cells x 2,000 genes); larger data is densified and z-scored per
 #: minibatch. A fixed cap, so training memory stays bounded as the data grows. Measured on
