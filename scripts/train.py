@@ -5,7 +5,6 @@ the job fails or is killed, and a rerun with the same parameters resumes from it
 once every output has been written.
 """
 
-import inspect
 import shutil
 
 import anndata as ad
@@ -26,11 +25,8 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         latent_dim = {**cls.default_params(), **dict(params.model_params)}.get("latent_dim")
         for message in check_trainable(adata, wc.dataset, latent_dim, params.train.get("batch_size")):
             print("WARNING:", message)
-        train = dict(params.train)
-        if "checkpoint_dir" in inspect.signature(cls.train).parameters:
-            train["checkpoint_dir"] = params.checkpoint_dir
-        else:
-            train.pop("checkpoint_every", None)
+        # every model accepts the training options (non-neural ones ignore checkpoints)
+        train = {**params.train, "checkpoint_dir": params.checkpoint_dir}
         # one GPU slot per concurrent job (CUDA_VISIBLE_DEVICES), see geovae.gpu
         with visible_devices_for_job(int(snakemake.resources.get("gpu", 0))) as gpus:
             if gpus is not None:

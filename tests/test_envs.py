@@ -31,7 +31,7 @@ def _rule_envs() -> dict[str, str]:
 
 def test_every_optional_extra_has_its_env() -> None:
     """train_env() in common.smk sends models of an optional extra (registry) to envs/<extra>.yaml."""
-    registry = yaml.safe_load((ROOT / "src" / "geovae" / "models" / "registry.yaml").read_text())
+    registry = yaml.safe_load((ROOT / "src" / "geovae" / "schemas" / "registry.yaml").read_text())
     extras = {spec["extra"] for spec in registry.values() if spec.get("extra")}
     assert extras, "the registry names no optional extra"
     for extra in extras:

@@ -11,6 +11,7 @@ import jsonschema
 import pandas as pd
 import pytest
 import yaml
+from project_copy import workflow_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 SHEET = ROOT / "config" / "paper" / "datasets.tsv"
@@ -23,7 +24,7 @@ def _sheet() -> pd.DataFrame:
 
 def test_paper_sheet_rows_are_valid() -> None:
     sheet = _sheet()
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "datasets.schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "src" / "geovae" / "schemas" / "datasets.schema.yaml").read_text())
     validator = jsonschema.Draft202012Validator(schema)
     for record in sheet.to_dict("records"):
         row = {k: v for k, v in record.items() if v != ""}
@@ -51,10 +52,10 @@ def test_paper_sheet_matches_reference_table() -> None:
             assert re.search(rf"^# {re.escape(acc)}\t", text, flags=re.M), acc
 
 
-def test_snakemake_dry_run_paper_config_offline() -> None:
+def test_snakemake_dry_run_paper_config_offline(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--configfile", "config/paper.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=workflow_copy(tmp_path / "p"), capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

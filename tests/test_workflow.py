@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from project_copy import workflow_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -127,27 +128,28 @@ def test_bad_sheet_fails_before_any_job(tmp_path: Path) -> None:
     sheet.write_text("dataset\tsource\taccession\tmodality\tspecies\tdata_type\n"
                      "ok\tbuiltin\tpbmc68k\trna\thuman\tsteady_state\n"
                      "broken\tgeo\tGSE1\tprotein\thuman\tsteady_state\n")
-    proc = _snakemake("-n", "--cores", "1", "--config", f"datasets={sheet}", cwd=ROOT)
+    proc = _snakemake("-n", "--cores", "1", "--config", f"datasets={sheet}", cwd=workflow_copy(tmp_path / "p"))
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "line 3 (dataset 'broken')" in out and "field modality" in out
 
 
-def test_lint_is_clean() -> None:
-    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_lint_is_clean(tmp_path: Path) -> None:
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=workflow_copy(tmp_path / "p"), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-def test_default_config_dry_run_builds_every_stage() -> None:
-    proc = _snakemake("-n", "--forceall", "--cores", "2", cwd=ROOT)
+def test_default_config_dry_run_builds_every_stage(tmp_path: Path) -> None:
+    proc = _snakemake("-n", "--forceall", "--cores", "2", cwd=workflow_copy(tmp_path / "p"))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "aggregate_metrics", "summary"):
         assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
 
 
-def test_seeds_from_the_command_line() -> None:
-    proc = _snakemake("-n", "--forceall", "--cores", "1", "--config", "seeds=[0,1]", cwd=ROOT)
+def test_seeds_from_the_command_line(tmp_path: Path) -> None:
+    proc = _snakemake("-n", "--forceall", "--cores", "1", "--config", "seeds=[0,1]", cwd=workflow_copy(tmp_path / "p"))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "results/pbmc68k/livae/1/latent.tsv.gz" in out

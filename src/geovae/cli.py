@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from geovae.options import GEO, METRICS, TRAIN, block_fields
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 #: Exceptions reported as one line (exit 1) instead of a traceback.
@@ -29,6 +31,20 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _add_option_flags(parser: argparse.ArgumentParser, path: str) -> None:
+    """One ``--flag`` per option of the config block ``path`` (geovae.options), default ``None`` = not given."""
+    for f in block_fields(path):
+        kind = f.metadata["schema"].get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} (default: {f.default})"
+        if "boolean" in kinds:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            convert = int if "integer" in kinds else float if "number" in kinds else str
+            parser.add_argument(flag, dest=f.name, type=convert, default=None, help=text)
 
 
 def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[str, Any]:
@@ -137,8 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if pp_params:
             raise UsageError(f"'{args.input}' is already preprocessed; --pp-param applies to raw counts only")
 
-    train = {k: v for k, v in (("max_epochs", args.max_epochs), ("batch_size", args.batch_size),
-                               ("lr", args.lr)) if v is not None}
+    train = {f.name: getattr(args, f.name) for f in block_fields("train") if getattr(args, f.name) is not None}
     resolved = tl.resolve_params(adata, params)
     model = tl.fit_model(adata, model=args.model, params=resolved, train=train, device=args.device,
                          seed=args.seed, layer=args.layer, batch_key=args.batch_key,
@@ -243,6 +258,32 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
     table = read_sheet(args.sheet)
     table.to_csv(sys.stdout, sep="\t", index=False)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- config
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``geovae config``: the complete default config, the config schema, a config check, or the generated files."""
+    import yaml
+
+    from geovae import workflow_config as wc
+
+    if args.write:
+        root = Path(args.write)
+        for rel, text in wc.generated_files().items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+            _say(args, f"wrote {root / rel}")
+        return EXIT_OK
+    if args.check:
+        full = wc.complete_config(yaml.safe_load(Path(args.check).read_text()) or {})
+        wc.load_sheet(full["datasets"])
+        print(f"{args.check}: valid ({len(full['models'])} model(s), {len(full['seeds'])} seed(s))")
+        return EXIT_OK
+    value = wc.config_schema() if args.schema else wc.default_config()
+    print(yaml.safe_dump(value, sort_keys=False, width=110), end="")
     return EXIT_OK
 
 
@@ -404,12 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["rna", "atac"], help="preprocess raw counts as RNA or ATAC")
     p.add_argument("--pp-param", action="append", metavar="KEY=VALUE",
                    help="preprocessing setting for raw input, repeatable (e.g. n_top_genes=2000)")
-    p.add_argument("--max-epochs", type=int, help="training epochs (default: the model's, 200 for LiVAE)")
-    p.add_argument("--batch-size", type=int, help="minibatch size (default 128)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="torch device (default: auto = CUDA when available)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, minibatches and 2-D embeddings (default 0)")
+    _add_option_flags(p, "train")
+    p.add_argument("--device", default=TRAIN.device, choices=["auto", "cpu", "cuda"],
+                   help=f"torch device (default: {TRAIN.device} = CUDA when available)")
+    p.add_argument("--seed", type=int, default=TRAIN.seed,
+                   help=f"seed of weights, minibatches and 2-D embeddings (default {TRAIN.seed})")
     p.add_argument("--layer", default="counts", help="layer with raw counts (default: counts)")
     p.add_argument("--batch-key", help="obs column with batches (recorded)")
     p.add_argument("--no-2d", action="store_true", help="skip UMAP and t-SNE")
@@ -425,11 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-key", help="obs column with cell-type labels (enables clustering metrics)")
     p.add_argument("--batch-key", help="obs column with batches (enables iLISI)")
     p.add_argument("--latent-key", default="X_latent", help="obsm key of the latent (default: X_latent)")
-    p.add_argument("--mode", default="steady_state", choices=["steady_state", "trajectory"],
-                   help="intrinsic-metric mode (default: steady_state)")
-    p.add_argument("--n-subsample", type=int, default=3000,
-                   help="cells used by the O(n^2) metrics (default 3000; 0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subsample and Leiden (default 0)")
+    p.add_argument("--mode", default=METRICS.mode, choices=["steady_state", "trajectory"],
+                   help=f"intrinsic-metric mode (default: {METRICS.mode})")
+    p.add_argument("--n-subsample", type=int, default=METRICS.n_subsample,
+                   help=f"cells used by the O(n^2) metrics (default {METRICS.n_subsample}; 0 = all)")
+    p.add_argument("--seed", type=int, default=METRICS.seed,
+                   help=f"seed of the subsample and Leiden (default {METRICS.seed})")
     p.add_argument("--no-leiden", action="store_true", help="skip the Leiden sweep and kNN accuracy")
     p.add_argument("--threads", type=int, help="thread limit")
     p.add_argument("--out", metavar="TSV", help="output file (default: stdout)")
@@ -440,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "them as one raw-count .h5ad plus a JSON manifest (URLs, sizes, sha256).")
     p.add_argument("accession", metavar="GSE", help="GEO series accession, e.g. GSE123456")
     p.add_argument("--out", required=True, metavar="H5AD", help="output .h5ad")
-    p.add_argument("--base-url", help="GEO root: NCBI (default), a mirror URL or a local folder")
-    p.add_argument("--cache-dir", default="cache/geo", help="download cache (default: cache/geo)")
+    p.add_argument("--base-url", default=GEO.base_url,
+                   help=f"GEO root: NCBI (default: {GEO.base_url}), a mirror URL or a local folder")
+    p.add_argument("--cache-dir", default=GEO.cache_dir, help=f"download cache (default: {GEO.cache_dir})")
     p.add_argument("--manifest", metavar="JSON", help="manifest path (default: <out stem>_manifest.json)")
     p.set_defaults(func=cmd_acquire)
 
@@ -470,6 +512,18 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Validate the dataset sheet and print it.")
     d.add_argument("--sheet", default="config/datasets.tsv", help="sheet (default: config/datasets.tsv)")
     d.set_defaults(func=cmd_datasets_list)
+
+    p = sub.add_parser("config", formatter_class=fmt, help="default config, config schema, check a config",
+                       description="Print the complete default workflow config (every option with its default, "
+                                   "from geovae.options), the config JSON schema, or check a config file and "
+                                   "its dataset sheet.")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--defaults", action="store_true", help="print the complete default config (the default)")
+    what.add_argument("--schema", action="store_true", help="print the config JSON schema")
+    what.add_argument("--check", metavar="YAML", help="validate a config file and its sheet, exit 1 if invalid")
+    what.add_argument("--write", metavar="ROOT", help="(maintainers) regenerate the schema files and "
+                                                      "docs/options.md under the project folder ROOT")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("models", formatter_class=fmt, help="list the models of the zoo",
                        description="List the registered models (config names), their family, whether they "

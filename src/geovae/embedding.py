@@ -6,8 +6,11 @@ import time
 
 import numpy as np
 
+from geovae.options import EMBED
 
-def umap_2d(latent: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.5, seed: int = 0) -> np.ndarray:
+
+def umap_2d(latent: np.ndarray, n_neighbors: int = EMBED.umap_n_neighbors, min_dist: float = EMBED.umap_min_dist,
+            seed: int = 0) -> np.ndarray:
     """UMAP of ``latent`` to two dimensions (McInnes et al. 2018, umap-learn).
 
     Parameters
@@ -33,7 +36,7 @@ def umap_2d(latent: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.5, se
     return reducer.fit_transform(latent).astype(np.float32)
 
 
-def tsne_2d(latent: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+def tsne_2d(latent: np.ndarray, perplexity: float = EMBED.tsne_perplexity, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
     """t-SNE of ``latent`` with openTSNE's FFT-accelerated interpolation (Linderman et al. 2019).
 
     Parameters
@@ -60,8 +63,8 @@ def tsne_2d(latent: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs:
     return np.asarray(tsne.fit(latent), dtype=np.float32)
 
 
-def embed_2d(latent: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.5, perplexity: float = 30.0,
-             seed: int = 0, n_jobs: int = 1) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def embed_2d(latent: np.ndarray, n_neighbors: int = EMBED.umap_n_neighbors, min_dist: float = EMBED.umap_min_dist,
+             perplexity: float = EMBED.tsne_perplexity, seed: int = 0, n_jobs: int = 1) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Compute UMAP and t-SNE of ``latent`` and time each.
 
     Returns

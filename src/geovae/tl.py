@@ -17,6 +17,7 @@ import anndata as ad
 import numpy as np
 
 from geovae.embedding import tsne_2d, umap_2d
+from geovae.options import EMBED
 
 #: Likelihood per modality when a model's ``likelihood`` is ``"auto"`` (LiVAE paper section 2.7).
 DEFAULT_LIKELIHOOD = {"rna": "nb", "atac": "zinb"}
@@ -57,9 +58,38 @@ def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None, model_cl
     return resolved
 
 
+def merge_train_options(train: Mapping[str, Any] | None = None, **given: Any) -> dict[str, Any]:
+    """One dict of training options from ``train=`` and keyword arguments.
+
+    A keyword left at ``None`` is not given. An option given both ways must have the same value,
+    else :class:`ValueError` names it; nothing else takes precedence silently.
+
+    Parameters
+    ----------
+    train
+        Training options (any field of :class:`geovae.options.TrainingConfig`).
+    **given
+        The same options passed as keywords (``device``, ``seed``, ``progress_bar``, ...).
+
+    Returns
+    -------
+    dict
+        The merged options (defaults are left to :class:`~geovae.options.TrainingConfig`).
+    """
+    options = dict(train or {})
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in options and options[key] != value:
+            raise ValueError(f"training option {key!r} given twice with different values: {key}={value!r} "
+                             f"and train={{{key!r}: {options[key]!r}}}; pass it once")
+        options[key] = value
+    return options
+
+
 def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any] | None = None,
-              train: Mapping[str, Any] | None = None, device: str = "auto", seed: int = 0,
-              layer: str = "counts", batch_key: str | None = None, progress_bar: bool = True):
+              train: Mapping[str, Any] | None = None, device: str | None = None, seed: int | None = None,
+              layer: str = "counts", batch_key: str | None = None, progress_bar: bool | None = None):
     """Set up, build and train a model of the zoo on a preprocessed AnnData.
 
     Parameters
@@ -71,15 +101,14 @@ def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any]
     params
         Model hyperparameters (``likelihood: auto`` picks NB for RNA and ZINB for ATAC).
     train
-        Keyword arguments of ``model.train`` (``max_epochs``, ``batch_size``, ``lr``, ...).
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-    seed
-        Seed of weights, minibatch order, validation split and sampling.
+        Training options: any field of :class:`geovae.options.TrainingConfig` (``max_epochs``,
+        ``batch_size``, ``lr``, ``progress_bar``, ...; ``docs/options.md``). An unknown key raises
+        :class:`TypeError` naming it.
+    device, seed, progress_bar
+        The training options of the same names, as keywords (``None``: not given; the defaults are
+        ``"auto"``, 0 and True). Given both here and in ``train`` with different values: ValueError.
     layer, batch_key
         Passed to ``setup_anndata``.
-    progress_bar
-        Show a tqdm bar per epoch.
 
     Returns
     -------
@@ -87,10 +116,11 @@ def fit_model(adata: ad.AnnData, model: str = "livae", params: Mapping[str, Any]
     """
     from geovae.models import get_model
 
+    options = merge_train_options(train, device=device, seed=seed, progress_bar=progress_bar)
     cls = get_model(model)
     cls.setup_anndata(adata, layer=layer, batch_key=batch_key)
     instance = cls(adata, **resolve_params(adata, params, cls))
-    instance.train(device=device, seed=seed, progress_bar=progress_bar, **dict(train or {}))
+    instance.train(**options)
     return instance
 
 
@@ -120,7 +150,7 @@ def model_outputs(instance: Any, adata: ad.AnnData | None = None) -> dict[str, A
 
 def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
           params: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None,
-          device: str = "auto", seed: int = 0, **kwargs: Any):
+          device: str | None = None, seed: int | None = None, **kwargs: Any):
     """Train ``model`` on ``adata`` and store its latent means in ``obsm[key_added]``.
 
     Also stores ``obsm["X_bottleneck"]`` when the model has a bottleneck, ``varm["loadings"]`` when it
@@ -137,11 +167,12 @@ def embed(adata: ad.AnnData, model: str = "livae", key_added: str | None = None,
     params
         Model hyperparameters (defaults: the model's, LiVAE paper section 2.7).
     train
-        Keyword arguments of ``model.train`` (``max_epochs``, ``batch_size``, ``lr``, ...).
+        Training options: any field of :class:`geovae.options.TrainingConfig` (``max_epochs``,
+        ``batch_size``, ``lr``, ``progress_bar``, ...; ``docs/options.md``).
     device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when available, the default), ``"cpu"`` or ``"cuda"``; same as ``train["device"]``.
     seed
-        Seed of weights, minibatch order and validation split.
+        Seed of weights, minibatch order and validation split (default 0); same as ``train["seed"]``.
     **kwargs
         Passed to :func:`fit_model` (``layer``, ``batch_key``, ``progress_bar``).
 
@@ -174,7 +205,8 @@ def _h5ad_safe(record: Any) -> Any:
     return clean(json.loads(json.dumps(record, default=str)))
 
 
-def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = 15, min_dist: float = 0.5,
+def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = EMBED.umap_n_neighbors,
+         min_dist: float = EMBED.umap_min_dist,
          seed: int = 0, key_added: str = "X_umap") -> None:
     """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.umap_2d`).
 
@@ -196,7 +228,7 @@ def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = 15, mi
     adata.obsm[key_added] = umap_2d(np.asarray(adata.obsm[use_rep]), n_neighbors, min_dist, seed)
 
 
-def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = 30.0, seed: int = 0,
+def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = EMBED.tsne_perplexity, seed: int = 0,
          n_jobs: int = 1, key_added: str = "X_tsne") -> None:
     """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`).
 

@@ -1,51 +1,24 @@
-# Config and dataset-sheet validation, wildcard constraints and target helpers.
+# Config and dataset sheet (read and validated by the package: geovae.workflow_config), wildcard
+# constraints and target helpers.
 import re
+import sys
 from pathlib import Path
 
-import jsonschema
-import pandas as pd
-import yaml
-from snakemake.utils import validate
+# The checkout's package comes first, so the workflow always runs the code next to it.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from geovae.schemas import registry_specs
+from geovae.workflow_config import complete_config, load_sheet
 
-# `--config seeds=[0,1]` arrives as strings: accept digit strings as integer seeds.
-config["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in config.get("seeds", [])]
-validate(config, schema="../schemas/config.schema.yaml")
+# Every default comes from geovae.options; unknown keys stop the run here, before any job.
+_complete = complete_config(config)
+config.clear()
+config.update(_complete)
 
-
-def load_dataset_sheet(path):
-    """Read the dataset sheet and validate every row, naming the row and field that fail."""
-    sheet_path = Path(path)
-    if not sheet_path.exists():
-        raise ValueError(f"dataset sheet '{path}' (config key 'datasets') does not exist")
-    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    schema_path = Path(workflow.basedir) / "workflow" / "schemas" / "datasets.schema.yaml"
-    schema = yaml.safe_load(schema_path.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = []
-    for line, record in enumerate(sheet.to_dict("records"), start=2):
-        row = {k: v for k, v in record.items() if v != ""}
-        for err in sorted(validator.iter_errors(row), key=lambda e: list(e.path)):
-            field = ".".join(map(str, err.path)) or "(row)"
-            problems.append(f"{path} line {line} (dataset '{record.get('dataset', '?')}'): field {field}: {err.message}")
-    duplicated = sheet["dataset"][sheet["dataset"].duplicated()].tolist() if "dataset" in sheet else []
-    if duplicated:
-        problems.append(f"{path}: duplicated dataset ids: {', '.join(duplicated)}")
-    if problems:
-        raise ValueError("invalid dataset sheet:\n  " + "\n  ".join(problems))
-    return sheet.set_index("dataset", drop=False)
-
-
-DATASETS = load_dataset_sheet(config["datasets"])
+DATASETS = load_sheet(config["datasets"])
 MODELS = [str(m) for m in config["models"]]
 SEEDS = [str(s) for s in config["seeds"]]
-
-# The model registry of the package, read as a file (the Snakemake process need not import geovae).
-MODEL_SPECS = yaml.safe_load((Path(workflow.basedir) / "src" / "geovae" / "models" / "registry.yaml").read_text())
-_unknown_models = [m for m in MODELS if m not in MODEL_SPECS]
-if _unknown_models:
-    raise ValueError(f"config 'models': unknown model(s) {', '.join(_unknown_models)}; "
-                     f"available: {', '.join(sorted(MODEL_SPECS))}")
+MODEL_SPECS = registry_specs()
 
 
 def model_applies(dataset, model):
@@ -75,7 +48,7 @@ def run_pairs():
 def model_params(wildcards):
     """Hyperparameters of ``wildcards.model`` for the train rule: the model's config block, plus the
     sheet's ``spatial_key`` of the dataset for models that require coordinates (dpvae)."""
-    params = dict(config.get(wildcards.model, {}) or {})
+    params = dict(config.get(wildcards.model) or {})
     if "spatial" in MODEL_SPECS[wildcards.model].get("requires", []):
         key = str(DATASETS.loc[wildcards.dataset].get("spatial_key", "") or "")
         if key:

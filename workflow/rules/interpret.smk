@@ -40,8 +40,8 @@ rule interpret:
         gmt=gene_sets_for,
         modality=modality,
         n_top=config["interpret"]["n_top"],
-        min_coverage=config["interpret"].get("min_coverage", 0.05),
-        gsea_permutations=config["interpret"].get("gsea_permutations", 100),
+        min_coverage=config["interpret"]["min_coverage"],
+        gsea_permutations=config["interpret"]["gsea_permutations"],
     log:
         "logs/interpret/{dataset}/{model}/{seed}.log",
     benchmark:
@@ -63,8 +63,8 @@ rule refresh_gene_sets:
     output:
         touch("logs/refresh_gene_sets.done"),
     params:
-        source=config.get("refresh_gene_sets_source", "debian"),
-        library=config.get("refresh_gene_sets_library", "GO_Biological_Process_2023"),
+        source=config["refresh_gene_sets_source"],
+        library=config["refresh_gene_sets_library"],
     log:
         "logs/refresh_gene_sets.log",
     conda:

@@ -54,8 +54,8 @@ rule benchmark_stats:
             labels={"figure": "model x metric ranks"},
         ),
     params:
-        reference=config.get("benchmark", {}).get("reference", "livae"),
-        min_datasets=config.get("benchmark", {}).get("min_datasets", 3),
+        reference=config["benchmark"]["reference"],
+        min_datasets=config["benchmark"]["min_datasets"],
     threads: 1
     resources:
         mem_mb=2000,

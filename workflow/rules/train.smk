@@ -32,9 +32,9 @@ rule train:
         "logs/benchmarks/train/{dataset}/{model}/{seed}.tsv"
     threads: 2
     resources:
-        mem_mb=config.get("resources", {}).get("train_mem_mb", 8000),
-        runtime=config.get("resources", {}).get("train_runtime_min", 120),
-        gpu=1 if (config["device"] == "cuda" or (config["device"] == "auto" and config.get("gpu", False))) else 0,
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
+        gpu=1 if (config["device"] == "cuda" or (config["device"] == "auto" and config["gpu"])) else 0,
     conda:
         train_env
     script:

@@ -52,6 +52,7 @@ from anndata import AnnData
 
 from geovae.data.readers import find_10x_triplets, read_local
 from geovae.data.validate import as_counts_csr, check_counts
+from geovae.options import GEO
 
 __all__ = [
     "DEFAULT_GEO_BASE_URL",
@@ -69,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GEO_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/geo"
+DEFAULT_GEO_BASE_URL = GEO.base_url  # declared in geovae.options
 # Prefixes under which GEO SOFT files list supplementary files.
 _GEO_URL_PREFIXES = (
     "ftp://ftp.ncbi.nlm.nih.gov/geo",

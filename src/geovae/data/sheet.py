@@ -1,8 +1,9 @@
 """Read, validate and append rows of the dataset sheet (``config/datasets.tsv``).
 
 The sheet is a tab-separated table with one row per dataset; every row is validated
-against the JSON schema ``workflow/schemas/datasets.schema.yaml`` (the same schema the
-Snakefile uses). Empty cells are treated as absent fields, like the workflow does.
+against the JSON schema shipped with the package (``geovae/schemas/datasets.schema.yaml``; the
+workflow reads the sheet through :func:`read_sheet` too). Empty cells and absent optional columns
+are treated as absent fields.
 """
 
 from __future__ import annotations
@@ -21,46 +22,26 @@ SHEET_COLUMNS = ("dataset", "source", "accession", "path", "modality", "species"
 #: require coordinates, such as dpvae, run only on datasets that set it).
 OPTIONAL_COLUMNS = ("samples", "files", "adapter", "spatial_key")
 
-_SCHEMA_RELPATH = Path("workflow") / "schemas" / "datasets.schema.yaml"
-
-
 class SheetError(ValueError):
     """The dataset sheet or a new row is invalid; the message names the file, row and field."""
 
 
 def find_schema(sheet: str | Path | None = None) -> Path:
-    """Locate ``workflow/schemas/datasets.schema.yaml``.
+    """The dataset-row JSON schema file shipped with the package.
 
     Parameters
     ----------
     sheet
-        Path of the dataset sheet; the project root is searched upwards from its folder
-        first (``config/datasets.tsv`` -> ``<root>/workflow/schemas/...``).
+        Ignored (kept for callers that pass the sheet); the schema is package data.
 
     Returns
     -------
     pathlib.Path
-        The schema file. Searched from the sheet's folder, then from the working directory,
-        then next to the installed package (an editable install of the repository).
-
-    Raises
-    ------
-    FileNotFoundError
-        When no candidate exists.
+        ``geovae/schemas/datasets.schema.yaml``.
     """
-    starts = []
-    if sheet is not None:
-        starts.append(Path(sheet).resolve().parent)
-    starts += [Path.cwd(), Path(__file__).resolve().parent]
-    tried = []
-    for start in starts:
-        for folder in (start, *start.parents):
-            candidate = folder / _SCHEMA_RELPATH
-            if candidate.is_file():
-                return candidate
-        tried.append(str(start))
-    raise FileNotFoundError(f"cannot find {_SCHEMA_RELPATH} above {', '.join(tried)}; "
-                            "run from the geovae project folder")
+    from geovae.schemas import DATASETS_SCHEMA_FILE
+
+    return DATASETS_SCHEMA_FILE
 
 
 def load_schema(path: str | Path | None = None, sheet: str | Path | None = None) -> dict[str, Any]:
@@ -69,9 +50,9 @@ def load_schema(path: str | Path | None = None, sheet: str | Path | None = None)
     Parameters
     ----------
     path
-        Schema file; ``None`` uses :func:`find_schema` (``sheet`` helps it).
+        Schema file; ``None`` uses the package's (:func:`geovae.schemas.datasets_schema`).
     sheet
-        Path of the dataset sheet, used to locate the project when ``path`` is None.
+        Ignored (kept for callers that pass the sheet).
 
     Returns
     -------
@@ -80,8 +61,11 @@ def load_schema(path: str | Path | None = None, sheet: str | Path | None = None)
     """
     import yaml
 
-    schema_path = Path(path) if path is not None else find_schema(sheet)
-    return yaml.safe_load(schema_path.read_text())
+    if path is None:
+        from geovae.schemas import datasets_schema
+
+        return datasets_schema()
+    return yaml.safe_load(Path(path).read_text())
 
 
 def row_errors(row: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -123,7 +107,8 @@ def read_sheet(path: str | Path, schema: Mapping[str, Any] | None = None) -> pd.
     Returns
     -------
     pandas.DataFrame
-        All columns as strings (empty cells as ``""``), in file order.
+        All columns as strings (empty cells as ``""``), in file order; the columns of
+        :data:`SHEET_COLUMNS` and :data:`OPTIONAL_COLUMNS` that the file lacks are added, empty.
 
     Raises
     ------
@@ -148,6 +133,9 @@ def read_sheet(path: str | Path, schema: Mapping[str, Any] | None = None) -> pd.
         problems.append(f"{path}: duplicated dataset ids: {', '.join(duplicated)}")
     if problems:
         raise SheetError("invalid dataset sheet:\n  " + "\n  ".join(problems))
+    for column in (*SHEET_COLUMNS, *OPTIONAL_COLUMNS):  # absent optional columns read as empty
+        if column not in table.columns:
+            table[column] = ""
     return table
 
 
@@ -226,7 +214,7 @@ def append_row(path: str | Path, row: Mapping[str, Any], schema: Mapping[str, An
         raise SheetError(f"new row (dataset '{values.get('dataset', '?')}'): " + "; ".join(problems))
     if sheet_path.exists():
         table = read_sheet(sheet_path, schema)
-        columns = list(table.columns)
+        columns = list(pd.read_csv(sheet_path, sep="\t", dtype=str, nrows=0, comment="#").columns)  # the header
         unknown = [k for k, v in values.items() if k not in columns and v != ""]
         if unknown:
             raise SheetError(f"{path}: has no column(s) {', '.join(unknown)}; add them to its header line first")

@@ -4,7 +4,8 @@ Every object returned here is labelled ``uns["simulated"] = True`` and
 ``obs["simulated"] = True``, and records its parameters in ``uns["simulation"]``.
 
 :func:`simulate_programs` follows the gene-expression-program (GEP) design of
-the beta-VAE disentanglement study (/work/shared/seeds/disentangling_beta_vae.txt,
+the beta-VAE disentanglement study (Kimmel, *Disentangling latent representations
+of single cell RNA-seq experiments*, bioRxiv 2020, doi:10.1101/2020.03.04.972166,
 section 2.1; itself the Splatter-based simulation of Kotliar et al., cNMF):
 each of ``n_groups`` cell groups is defined by an identity GEP, and one activity
 GEP is used by a fraction of the cells of ``n_activity_groups`` groups. Each

@@ -11,11 +11,20 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from geovae.interpretation.components import (annotate_components, component_names, empty_loading_genes,
-                                              loading_genes)
-from geovae.interpretation.enrichment import (GeneSetCoverageWarning, empty_gsea, enrich_components,
-                                               prerank_components)
+from geovae.interpretation.components import (
+    annotate_components,
+    component_names,
+    empty_loading_genes,
+    loading_genes,
+)
+from geovae.interpretation.enrichment import (
+    GeneSetCoverageWarning,
+    empty_gsea,
+    enrich_components,
+    prerank_components,
+)
 from geovae.interpretation.validation import empty_validation, validate_adata
+from geovae.options import INTERPRET
 
 
 @dataclass
@@ -95,8 +104,8 @@ def _marker_expression(adata: ad.AnnData, components: pd.DataFrame) -> list[tupl
 
 
 def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str = "rna",
-                  gmt: str | Path | None = None, n_top: int = 50, min_coverage: float = 0.05,
-                  gsea_permutations: int = 100, seed: int = 0, loadings: pd.DataFrame | None = None,
+                  gmt: str | Path | None = None, n_top: int = INTERPRET.n_top,
+                  min_coverage: float = INTERPRET.min_coverage, gsea_permutations: int = INTERPRET.gsea_permutations, seed: int = 0, loadings: pd.DataFrame | None = None,
                   centrality: pd.Series | None = None) -> InterpretationResult:
     """Annotate every latent component and test its top genes for GO enrichment.
 

@@ -1,8 +1,11 @@
 """Evaluation metrics of latent spaces and their 2-D embeddings.
 
-Definitions follow ``/work/shared/reference/metrics.md`` (the LiVAE authors' evaluation,
-with AMI no longer reported as "ARI"). Everything works on numpy arrays; :func:`evaluate`
-runs the whole suite on an AnnData and returns a tidy table.
+Definitions are those of the LiVAE paper (Fu et al., *Lorentz-regularized interpretable VAE for
+multi-scale single-cell transcriptomic and epigenomic embeddings*, Front. Genet. 16 (2025),
+doi:10.3389/fgene.2025.1713727, section 2.5) as its authors' evaluation code computes them, with
+AMI no longer reported as "ARI"; they are written out in the repository's ``docs/metrics.md``.
+Everything works on numpy arrays; :func:`evaluate` runs the whole suite on an AnnData and
+returns a tidy table.
 
 - clustering: :func:`clustering_metrics` (NMI, ARI, AMI, ASW, ASW_label, CAL, DAV, COR),
   :func:`leiden_metrics`, :func:`knn_accuracy`

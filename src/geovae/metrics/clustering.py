@@ -1,6 +1,6 @@
 """Clustering and label-structure metrics of a latent space ``Z``.
 
-Definitions (``/work/shared/reference/metrics.md``, section 1): KMeans with ``k`` = number
+Definitions (``docs/metrics.md``, section "Clustering"): KMeans with ``k`` = number
 of distinct labels (``random_state=42``, ``n_init=10``) gives the predicted clusters;
 
 - ``NMI``, ``ARI`` (the true adjusted Rand index), ``AMI``: labels vs KMeans clusters;

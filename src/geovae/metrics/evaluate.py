@@ -10,9 +10,20 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from ..options import METRICS
 from .batch import ilisi
-from .clustering import clustering_metrics, coupling_degree, knn_accuracy, leiden_metrics
-from .fidelity import FIDELITY_METRICS, LatentNeighbourhood, embedding_fidelity, subsample_indices
+from .clustering import (
+    clustering_metrics,
+    coupling_degree,
+    knn_accuracy,
+    leiden_metrics,
+)
+from .fidelity import (
+    FIDELITY_METRICS,
+    LatentNeighbourhood,
+    embedding_fidelity,
+    subsample_indices,
+)
 from .intrinsic import Mode, intrinsic_metrics
 from .programs import program_recovery
 
@@ -46,9 +57,9 @@ def evaluate(
     label_key: str | None = None,
     batch_key: str | None = None,
     embedding_keys: Mapping[str, str] | None = None,
-    n_subsample: int | None = 3000,
-    seed: int = 0,
-    mode: Mode = "trajectory",
+    n_subsample: int | None = METRICS.n_subsample,
+    seed: int = METRICS.seed,
+    mode: Mode = METRICS.mode,  # type: ignore[assignment]
     program_key: str | None = None,
     leiden: bool = True,
     n_jobs: int | None = None,

@@ -1,6 +1,6 @@
 """Embedding fidelity: how well a 2-D embedding ``Y`` (UMAP, t-SNE) keeps the latent space ``Z``.
 
-Definitions (``/work/shared/reference/metrics.md``, section 2; the high-dimensional side is
+Definitions (``docs/metrics.md``, section "Embedding fidelity"; the high-dimensional side is
 the latent space, not the genes):
 
 - ``DC``: Spearman correlation of all pairwise Euclidean distances in ``Z`` and in ``Y``.

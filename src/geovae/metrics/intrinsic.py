@@ -1,6 +1,6 @@
 """Intrinsic geometry of a latent space from the spectrum of its covariance.
 
-Definitions (``/work/shared/reference/metrics.md``, section 3). ``l_1 >= ... >= l_d`` are
+Definitions: ``docs/metrics.md``, section "Intrinsic geometry". ``l_1 >= ... >= l_d`` are
 the eigenvalues of the covariance of ``Z`` (squared singular values of the centred ``Z``
 divided by ``n - 1``; zeros are appended when ``n <= d``). Two modes: ``"trajectory"`` (the
 paper's tables) rewards a few dominant axes, ``"steady_state"`` rewards spread. These are

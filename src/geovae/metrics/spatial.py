@@ -1,9 +1,11 @@
 """Spatial reconstruction error: Procrustes disparity between true and reconstructed coordinates.
 
-dp-VAE paper (/work/shared/seeds/dpvae_distance_preserving.txt), section 5.1, "Evaluation
-protocols": the spatial reconstruction error is the Procrustes distance between the
-reconstructed and the ground-truth coordinates, i.e. the residual after the optimal
-translation, rotation (orthogonal map) and scaling of one onto the other.
+dp-VAE paper (Zhou and Du, *Distance-Preserving Spatial Representations in Genomic Data*,
+arXiv:2408.00911, 2024, doi:10.48550/arXiv.2408.00911), section 5.1, "Evaluation protocols":
+the spatial reconstruction error is the Procrustes distance between the reconstructed and the
+ground-truth coordinates, i.e. the residual after the optimal translation, rotation
+(orthogonal map) and scaling of one onto the other. See also ``docs/metrics.md``, section
+"Spatial reconstruction".
 """
 
 from __future__ import annotations

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import importlib
 import os
-from pathlib import Path
 from typing import Any
 
-import yaml
 
+from ..schemas import REGISTRY_FILE, registry_specs  # noqa: F401 (REGISTRY_FILE re-exported)
 from .base import BaseModel, NeuralModel, read_saved_meta
 from .livae import LiVAE
 from .livae_module import LiVAEModule
 from .presets import IVAE, VAE
 
-#: Where the registry lives (also read by the Snakemake workflow, which does not import geovae).
-REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
-#: Full registry records: name -> {target, family, modalities, requires, extra}.
-SPECS: dict[str, dict[str, Any]] = {
-    name: {"modalities": ["rna", "atac"], "requires": [], "extra": None, **spec}
-    for name, spec in yaml.safe_load(REGISTRY_FILE.read_text()).items()
-}
+#: Full registry records: name -> {target, family, modalities, requires, extra} (``geovae/schemas/registry.yaml``).
+SPECS: dict[str, dict[str, Any]] = registry_specs()
 #: Registry: config name -> ``"module:Class"`` inside :mod:`geovae.models`.
 REGISTRY: dict[str, str] = {name: spec["target"] for name, spec in SPECS.items()}
 #: Families of the registry, for documentation and reports.

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..training.data import AnnDataBatches, InputTransform, input_transform_from_adata
-from ..training.trainer import TrainingConfig, geovae_version, resolve_device, train_module
+from ..training.trainer import geovae_version, resolve_device, train_module, training_config
 
 __all__ = ["BaseModel", "NeuralModel", "SETUP_KEY", "FILES", "counts_matrix", "check_counts",
            "check_var_names", "atomic_directory", "read_saved_meta"]
@@ -376,25 +376,8 @@ class NeuralModel(BaseModel):
         return AnnDataBatches(adata.X, self._counts(adata) if with_counts else None, self.input_transform)
 
     # -- training
-    def train(
-        self,
-        max_epochs: int = 200,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        device: str = "auto",
-        early_stopping: bool = True,
-        validation_fraction: float = 0.1,
-        patience: int = 20,
-        seed: int = 0,
-        progress_bar: bool = True,
-        min_delta: float = 0.0,
-        grad_clip: float | None = 1.0,
-        use_amp: bool = True,
-        cpu_amp: bool = False,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 10,
-    ) -> None:
-        """Train with Adam (see :class:`geovae.training.TrainingConfig` for the options).
+    def train(self, **options: Any) -> None:
+        """Train with Adam and early stopping (the shared loop, :func:`geovae.training.train_module`).
 
         For a model that has not been trained yet, ``seed`` also determines the weight
         initialisation, so ``(data, params, seed)`` fully determines the result on CPU.
@@ -403,42 +386,21 @@ class NeuralModel(BaseModel):
 
         Parameters
         ----------
-        max_epochs
-            Epoch cap (default 200; the pipeline uses 300 with early stopping).
-        batch_size
-            Minibatch size (default 128, LiVAE paper section 2.7).
-        lr
-            Adam learning rate (default 1e-3; see ``benchmarks/lr_sweep.py``).
-        device
-            ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        early_stopping, validation_fraction, patience, min_delta
-            Stop when the validation ``total`` loss (a seeded ``validation_fraction`` of the cells,
-            default 0.1) has not improved by more than ``min_delta`` for ``patience`` (20) epochs,
-            then restore the best weights.
-        seed
-            Seed of weights (first training only), validation split and minibatch order.
-        progress_bar
-            Show a tqdm bar over epochs.
-        grad_clip
-            Max global gradient norm (default 1.0); None disables clipping.
-        use_amp
-            Mixed precision on CUDA (ignored on CPU).
-        cpu_amp
-            bfloat16 autocast on CPUs with native bf16 (default False: changes the numbers); see
-            :class:`geovae.training.TrainingConfig`.
-        checkpoint_dir, checkpoint_every
-            Resumable checkpoint folder (None: none on disk) and epochs between checkpoints; the
-            model's name and parameters are hashed into the checkpoint, so a rerun with other
-            parameters starts afresh (see :mod:`geovae.training.checkpoint`).
+        **options
+            Any field of :class:`geovae.options.TrainingConfig`, the one declaration of the
+            training options and their defaults: ``max_epochs`` (300), ``batch_size`` (128,
+            LiVAE paper section 2.7), ``lr`` (1e-3), ``device`` (``"auto"``: CUDA when available),
+            ``early_stopping``, ``validation_fraction`` (0.1), ``patience`` (20), ``min_delta``,
+            ``seed`` (weights of a first training, validation split, minibatch order),
+            ``progress_bar``, ``grad_clip`` (1.0), ``use_amp``, ``cpu_amp``, ``weight_decay``,
+            ``checkpoint_dir`` / ``checkpoint_every`` (resumable checkpoints; the model's name and
+            parameters are hashed into them) and ``divergence_restarts``. ``docs/options.md``
+            lists them all. An unknown option raises :class:`TypeError` naming it.
         """
-        config = TrainingConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, device=device,
-                                early_stopping=early_stopping, validation_fraction=validation_fraction,
-                                patience=patience, min_delta=min_delta, seed=seed, progress_bar=progress_bar,
-                                grad_clip=grad_clip, use_amp=use_amp, cpu_amp=cpu_amp,
-                                checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
-                                checkpoint_every=checkpoint_every,
-                                checkpoint_key=json.dumps({"model": self.model_name, "params": self.params},
-                                                          sort_keys=True, default=str))
+        config = training_config({**options, "checkpoint_key": json.dumps(
+            {"model": self.model_name, "params": self.params}, sort_keys=True, default=str)},
+            owner=f"{type(self).__name__}.train")
+        seed = config.seed
         if not self.is_trained:
             self.module = self._build_module(seed)
         data = self._batches(self.adata, with_counts=True)

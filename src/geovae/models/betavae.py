@@ -4,8 +4,9 @@
 All six share LiVAE's encoder, decoder and count likelihoods (see
 :mod:`geovae.models.betavae_module`) and differ only in the latent regulariser, so they compare
 objectives, not architectures. Disentanglement objectives were proposed for images; on
-single-cell counts Kimmel (2019, /work/shared/seeds/disentangling_beta_vae.txt) found that
-``beta = 10`` improves the correspondence of latent dimensions with simulated gene programs.
+single-cell counts Kimmel (*Disentangling latent representations of single cell RNA-seq
+experiments*, bioRxiv 2020, doi:10.1101/2020.03.04.972166) found that ``beta = 10`` improves the
+correspondence of latent dimensions with simulated gene programs.
 
 Example
 -------

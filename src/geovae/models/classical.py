@@ -25,7 +25,6 @@ seeded subsample of at most ``n_fit`` cells and then transform every cell, chunk
 
 from __future__ import annotations
 
-import inspect
 import time
 import warnings
 from pathlib import Path
@@ -39,7 +38,8 @@ import sklearn
 from sklearn import decomposition
 from sklearn.exceptions import ConvergenceWarning
 
-from .base import FILES, BaseModel, NeuralModel, check_var_names, counts_matrix
+from ..options import TRAINING_OPTIONS, nearest
+from .base import FILES, BaseModel, check_var_names, counts_matrix
 
 __all__ = ["SklearnModel", "PCA", "KernelPCA", "ICA", "FactorAnalysis", "NMF", "TruncatedSVD",
            "DictionaryLearning", "LSI", "N_FIT", "NEURAL_TRAIN_OPTIONS"]
@@ -52,7 +52,7 @@ N_FIT = 5000
 
 #: Options of :meth:`NeuralModel.train` that mean nothing for a closed-form/iterative estimator;
 #: :meth:`SklearnModel.train` accepts and ignores them (derived, so it follows the neural API).
-NEURAL_TRAIN_OPTIONS = frozenset(inspect.signature(NeuralModel.train).parameters) - {"self", "seed"}
+NEURAL_TRAIN_OPTIONS = frozenset(TRAINING_OPTIONS) - {"seed"}
 
 
 class SklearnModel(BaseModel):
@@ -197,7 +197,8 @@ class SklearnModel(BaseModel):
         """
         unknown = sorted(set(ignored) - NEURAL_TRAIN_OPTIONS)
         if unknown:
-            raise TypeError(f"{type(self).__name__}.train got unknown option(s) {unknown}; accepted: seed and "
+            raise TypeError(f"{type(self).__name__}.train got unknown option(s) {unknown}"
+                            f"{nearest(unknown[0], NEURAL_TRAIN_OPTIONS | {'seed'})}; accepted: seed and "
                             f"(ignored) {sorted(NEURAL_TRAIN_OPTIONS)}")
         seed = int(seed)
         rows = self._fit_rows(self.adata.n_obs, seed)

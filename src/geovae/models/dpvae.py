@@ -1,6 +1,7 @@
 """User-facing dp-VAE (distance-preserving VAE for spatial transcriptomics).
 
-dp-VAE paper (/work/shared/seeds/dpvae_distance_preserving.txt): training uses the spots'
+dp-VAE paper (Zhou and Du, *Distance-Preserving Spatial Representations in Genomic Data*,
+arXiv:2408.00911, 2024, doi:10.48550/arXiv.2408.00911): training uses the spots'
 coordinates only through the distance-preserving loss (section 4.2, see
 :mod:`geovae.models.dpvae_module`); new expression data without coordinates can then be
 embedded and placed in space by matching distances (section 4.3,

@@ -1,4 +1,7 @@
-"""dp-VAE network and loss (dp-VAE paper, /work/shared/seeds/dpvae_distance_preserving.txt, section 4.2).
+"""dp-VAE network and loss (dp-VAE paper, section 4.2).
+
+Zhou and Du, *Distance-Preserving Spatial Representations in Genomic Data*, arXiv:2408.00911
+(2024), doi:10.48550/arXiv.2408.00911.
 
 A VAE whose latent posterior means are tied to the spots' spatial coordinates by the
 distance-preserving loss (paper eq. 3)

@@ -27,7 +27,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ..options import training_config
 from .base import BaseModel, check_var_names, counts_matrix
+
+#: geovae training options mapped onto scvi-tools' ``train`` (the others are recorded as ignored).
+_SCVI_MAPPED = frozenset({"max_epochs", "batch_size", "lr", "device", "early_stopping", "validation_fraction",
+                          "patience", "seed", "progress_bar"})
 
 __all__ = ["ScviToolsModel", "SCVI", "PeakVI", "PoissonVI", "import_scvi", "INSTALL_HINT", "scvi_history"]
 
@@ -187,46 +192,26 @@ class ScviToolsModel(BaseModel):
         self.scvi_model = cls(mini, **self.params)
 
     # ----------------------------------------------------------------- training
-    def train(
-        self,
-        max_epochs: int = 200,
-        batch_size: int = 128,
-        lr: float | None = None,
-        device: str = "auto",
-        early_stopping: bool = True,
-        validation_fraction: float = 0.1,
-        patience: int = 20,
-        seed: int = 0,
-        progress_bar: bool = True,
-        **ignored: Any,
-    ) -> None:
+    def train(self, **options: Any) -> None:
         """Train with scvi-tools' own loop (the geovae options mapped onto it).
 
         Parameters
         ----------
-        max_epochs
-            Epoch cap.
-        batch_size
-            Minibatch size (128, as LiVAE).
-        lr
-            Adam learning rate; None keeps the scvi-tools default of the model (1e-3 scVI and
-            PoissonVI, 1e-4 PeakVI).
-        device
-            ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        early_stopping, patience
-            scvi-tools early stopping on the validation ELBO with this patience.
-        validation_fraction
-            Held-out share of cells (``train_size = 1 - validation_fraction``).
-        seed
-            ``scvi.settings.seed`` (torch, numpy, Lightning) before the weights are built.
-        progress_bar
-            Lightning progress bar.
-        **ignored
-            Other options of the geovae neural loop (``min_delta``, ``grad_clip``, ``use_amp``),
-            ignored.
+        **options
+            Training options of :class:`geovae.options.TrainingConfig` (an unknown one raises
+            :class:`TypeError`). Mapped: ``max_epochs``, ``batch_size``, ``lr`` (when given; absent
+            keeps the scvi-tools default of the model: 1e-3 scVI and PoissonVI, 1e-4 PeakVI),
+            ``device`` (accelerator and devices), ``early_stopping`` and ``patience`` (scvi-tools
+            early stopping on the validation ELBO), ``validation_fraction`` (``train_size = 1 -
+            validation_fraction``), ``seed`` (``scvi.settings.seed`` before the weights are built) and
+            ``progress_bar``. The others (``min_delta``, ``grad_clip``, ``use_amp``, checkpoints, ...)
+            belong to geovae's own loop and are ignored.
         """
-        if not 0.0 <= float(validation_fraction) < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+        cfg = training_config(options, owner=f"{type(self).__name__}.train")
+        lr = options.get("lr")
+        max_epochs, batch_size, device, seed = cfg.max_epochs, cfg.batch_size, cfg.device, cfg.seed
+        early_stopping, validation_fraction, patience = cfg.early_stopping, cfg.validation_fraction, cfg.patience
+        progress_bar = cfg.progress_bar
         if early_stopping and float(validation_fraction) == 0.0:
             raise ValueError("early_stopping needs validation_fraction > 0")
         scvi = import_scvi(self.model_name)
@@ -260,7 +245,7 @@ class ScviToolsModel(BaseModel):
                          "torch_version": torch.__version__, "train_seconds": round(seconds, 3),
                          "n_epochs": int(len(self.history)), "max_epochs": int(max_epochs),
                          "stopped_early": bool(len(self.history) < int(max_epochs)),
-                         "params": dict(self.params), "ignored_options": sorted(ignored)}
+                         "params": dict(self.params), "ignored_options": sorted(set(options) - _SCVI_MAPPED)}
         self.is_trained = True
 
     # ---------------------------------------------------------------- inference

@@ -13,6 +13,7 @@ Example
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ import torch
 from .base import NeuralModel, check_var_names, read_saved_meta
 from .sivae_module import PHASES, SiVAEModule
 from ..training.data import AnnDataBatches
-from ..training.trainer import TrainingConfig, train_module
+from ..training.trainer import TrainingConfig, train_module, training_config
 
 __all__ = ["SiVAE", "FEATURE_INPUTS", "LOADINGS_FILE", "CENTRALITY_FILE", "feature_input_cells",
            "read_loadings", "loading_columns"]
@@ -231,25 +232,7 @@ class SiVAE(NeuralModel):
         return scores.astype(np.float32)
 
     # -- training
-    def train(
-        self,
-        max_epochs: int = 200,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        device: str = "auto",
-        early_stopping: bool = True,
-        validation_fraction: float = 0.1,
-        patience: int = 20,
-        seed: int = 0,
-        progress_bar: bool = True,
-        min_delta: float = 0.0,
-        grad_clip: float | None = 1.0,
-        use_amp: bool = True,
-        cpu_amp: bool = False,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 10,
-        pretrain_epochs: int | None = None,
-    ) -> None:
+    def train(self, pretrain_epochs: int | None = None, **options: Any) -> None:
         """Train in the paper's three phases, each with :func:`geovae.training.train_module`.
 
         1. ``cell``: the cell-wise VAE with free output weights ``V~`` (eq. 12 without features);
@@ -261,26 +244,23 @@ class SiVAE(NeuralModel):
 
         Parameters
         ----------
-        max_epochs
-            Epoch cap of the joint phase (and of the pre-training phases unless ``pretrain_epochs``).
         pretrain_epochs
             Epoch cap of each pre-training phase (default: ``max_epochs``).
-        batch_size, lr, device, early_stopping, validation_fraction, patience, seed, progress_bar,
-        min_delta, grad_clip, use_amp, cpu_amp, checkpoint_every
-            As in :meth:`geovae.models.base.NeuralModel.train`; ``seed`` also draws the cells of
-            the feature input. Phase 2 batches and splits features instead of cells.
-        checkpoint_dir
-            Resumable checkpoints, one sub-folder per phase.
+        **options
+            The training options of :meth:`geovae.models.base.NeuralModel.train`
+            (:class:`geovae.options.TrainingConfig`); ``max_epochs`` caps the joint phase (and the
+            pre-training phases unless ``pretrain_epochs``), ``seed`` also draws the cells of the
+            feature input, phase 2 batches and splits features instead of cells, and
+            ``checkpoint_dir`` holds one sub-folder per phase.
         """
-        def config(phase: str, epochs: int) -> TrainingConfig:
-            return TrainingConfig(
-                max_epochs=epochs, batch_size=batch_size, lr=lr, device=device, early_stopping=early_stopping,
-                validation_fraction=validation_fraction, patience=patience, min_delta=min_delta, seed=seed,
-                progress_bar=progress_bar, grad_clip=grad_clip, use_amp=use_amp, cpu_amp=cpu_amp,
-                checkpoint_every=checkpoint_every,
-                checkpoint_dir=None if checkpoint_dir is None else str(Path(checkpoint_dir) / phase),
-                checkpoint_key=f"sivae:{phase}:{sorted(self.params.items())!r}")
+        base = training_config(options, owner="SiVAE.train")
 
+        def config(phase: str, epochs: int) -> TrainingConfig:
+            folder = None if base.checkpoint_dir is None else str(Path(base.checkpoint_dir) / phase)
+            return replace(base, max_epochs=epochs, checkpoint_dir=folder,
+                           checkpoint_key=f"sivae:{phase}:{sorted(self.params.items())!r}")
+
+        max_epochs, seed = base.max_epochs, base.seed
         pre = max_epochs if pretrain_epochs is None else int(pretrain_epochs)
         phases = list(PHASES) if not self.is_trained else ["joint"]
         if not self.is_trained:

@@ -1,12 +1,13 @@
 """scATAC-seq preprocessing: QC, optional binarization, TF-IDF, highly variable peaks.
 
-TF-IDF (LiVAE paper, section 2.6.3, Equation 21). The text of the paper
-defines the term frequency of cell ``i`` and peak ``j`` from the counts of the
-cell, the inverse document frequency from ``N`` (number of cells) and ``n_j``
-(number of cells in which peak ``j`` is accessible), and a scaling factor
-``s``; the symbols of the equation itself are not legible in our copy
-(/work/shared/seeds/livae_lorentz_regularized_vae.txt). We implement, for a
-count matrix ``x`` (cells x peaks)::
+TF-IDF (LiVAE paper: Fu et al., *Lorentz-regularized interpretable VAE for
+multi-scale single-cell transcriptomic and epigenomic embeddings*, Front. Genet.
+16 (2025), doi:10.3389/fgene.2025.1713727; section 2.6.3, Equation 21). The text
+of the paper defines the term frequency of cell ``i`` and peak ``j`` from the
+counts of the cell, the inverse document frequency from ``N`` (number of cells)
+and ``n_j`` (number of cells in which peak ``j`` is accessible), and a scaling
+factor ``s``; the symbols of the equation itself are not legible in the text
+version we worked from. We implement, for a count matrix ``x`` (cells x peaks)::
 
     TF_ij  = x_ij / sum_k x_ik                 (fraction of the cell's counts)
     IDF_j  = log(1 + N / n_j)                  (n_j = #cells with x_ij > 0)
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from numpy.typing import ArrayLike
 
+from ..options import ATAC
 from ._sparse import (
     as_csr,
     check_counts,
@@ -38,7 +40,7 @@ from ._sparse import (
 from .input import set_model_input
 
 
-def qc_atac(adata: AnnData, min_peaks: int = 10, min_cells: int = 3) -> AnnData:
+def qc_atac(adata: AnnData, min_peaks: int = ATAC.min_peaks, min_cells: int = ATAC.min_cells) -> AnnData:
     """Filter cells and peaks of a raw-count scATAC-seq AnnData.
 
     The paper gives no ATAC QC thresholds; these defaults only drop nearly
@@ -270,16 +272,16 @@ def hvp(
 def preprocess_atac(
     adata: AnnData,
     *,
-    min_peaks: int = 10,
-    min_cells: int = 3,
-    binarize: bool = False,
-    scale_factor: float = 1e4,
-    log: bool = True,
-    n_top_peaks: int = 10000,
-    min_frac: float = 0.01,
-    max_frac: float = 0.95,
-    center_scale: bool = True,
-    clip: float | None = 10.0,
+    min_peaks: int = ATAC.min_peaks,
+    min_cells: int = ATAC.min_cells,
+    binarize: bool = ATAC.binarize,
+    scale_factor: float = ATAC.scale_factor,
+    log: bool = ATAC.log,
+    n_top_peaks: int = ATAC.n_top_peaks,
+    min_frac: float = ATAC.min_frac,
+    max_frac: float = ATAC.max_frac,
+    center_scale: bool = ATAC.center_scale,
+    clip: float | None = ATAC.clip,
 ) -> AnnData:
     """Full scATAC-seq preprocessing to the geovae "preprocessed" convention.
 

@@ -19,7 +19,14 @@ import numpy as np
 import scanpy as sc
 from anndata import AnnData
 
-from ._sparse import as_csr, check_counts, col_positive_counts, row_positive_counts, scale_rows
+from ..options import RNA
+from ._sparse import (
+    as_csr,
+    check_counts,
+    col_positive_counts,
+    row_positive_counts,
+    scale_rows,
+)
 from .input import set_model_input
 
 _COUNT_FLAVORS = ("seurat_v3", "seurat_v3_paper")
@@ -31,10 +38,10 @@ def _prefixes(mito_prefix: str | Sequence[str]) -> tuple[str, ...]:
 
 def qc_rna(
     adata: AnnData,
-    min_genes: int = 200,
-    min_cells: int = 3,
-    max_pct_mito: float = 20.0,
-    mito_prefix: str | Sequence[str] = ("MT-", "mt-"),
+    min_genes: int = RNA.min_genes,
+    min_cells: int = RNA.min_cells,
+    max_pct_mito: float = RNA.max_pct_mito,
+    mito_prefix: str | Sequence[str] = RNA.mito_prefix,
 ) -> AnnData:
     """Filter cells and genes of a raw-count scRNA-seq AnnData.
 
@@ -206,15 +213,15 @@ def hvg(
 def preprocess_rna(
     adata: AnnData,
     *,
-    min_genes: int = 200,
-    min_cells: int = 3,
-    max_pct_mito: float = 20.0,
-    mito_prefix: str | Sequence[str] = ("MT-", "mt-"),
-    n_top_genes: int = 5000,
-    hvg_flavor: str = "seurat_v3",
-    target_sum: float = 1e4,
-    center_scale: bool = True,
-    clip: float | None = 10.0,
+    min_genes: int = RNA.min_genes,
+    min_cells: int = RNA.min_cells,
+    max_pct_mito: float = RNA.max_pct_mito,
+    mito_prefix: str | Sequence[str] = RNA.mito_prefix,
+    n_top_genes: int = RNA.n_top_genes,
+    hvg_flavor: str = RNA.hvg_flavor,
+    target_sum: float = RNA.target_sum,
+    center_scale: bool = RNA.center_scale,
+    clip: float | None = RNA.clip,
 ) -> AnnData:
     """Full scRNA-seq preprocessing to the geovae "preprocessed" convention.
 

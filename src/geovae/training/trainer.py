@@ -23,11 +23,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..nn.onednn_linear import matmul_backend
+from ..options import TrainingConfig, training_config
 from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from .data import AnnDataBatches
 
 __all__ = [
     "TrainingConfig",
+    "training_config",
     "TrainingResult",
     "BatchSource",
     "resolve_device",
@@ -48,85 +50,6 @@ class BatchSource(Protocol):
     def n_obs(self) -> int: ...
 
     def get(self, idx: np.ndarray) -> dict[str, np.ndarray]: ...
-
-
-@dataclass
-class TrainingConfig:
-    """Settings of :func:`train_module` (defaults: LiVAE paper section 2.7 where stated).
-
-    Attributes
-    ----------
-    max_epochs, batch_size, lr
-        Epoch cap, minibatch size (paper: 128) and Adam learning rate.
-    device
-        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    early_stopping, validation_fraction, patience, min_delta
-        Stop when the monitored loss (validation ``total``; training ``total`` if the
-        validation set is empty) has not improved by more than ``min_delta`` for
-        ``patience`` epochs, then restore the best weights.
-    seed
-        Seeds python, numpy and torch; also the validation split and shuffling.
-    progress_bar
-        Show a tqdm bar over epochs.
-    grad_clip
-        Max global gradient norm (paper: 1.0); None disables clipping.
-    use_amp
-        Mixed precision on CUDA (bfloat16 when supported, else float16 with a grad
-        scaler). Ignored on CPU.
-    cpu_amp
-        bfloat16 autocast on the CPU when it has native bf16 matrix instructions
-        (AVX512-BF16 or AMX, as reported by oneDNN); otherwise a warning and float32. Off by
-        default: it changes the numbers (matrix products in bf16, likelihoods still float32);
-        about 4x faster matrix products and 30 % shorter LiVAE steps on the development CPU.
-    weight_decay
-        Adam weight decay.
-    checkpoint_dir
-        Folder of the resumable checkpoint (:mod:`geovae.training.checkpoint`); None disables
-        checkpoints on disk. A checkpoint written under the same parameters is resumed from.
-    checkpoint_every
-        Epochs between checkpoints (in memory for divergence restarts, and on disk when
-        ``checkpoint_dir`` is set). The last epoch is always checkpointed.
-    checkpoint_key
-        Extra identity hashed into the checkpoint, e.g. the model's hyperparameters as JSON.
-    divergence_restarts
-        When a loss becomes NaN/inf, restart from the last good checkpoint with the learning
-        rate halved, at most this many times; then fail naming the epoch and the loss terms.
-    """
-
-    max_epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
-    device: str = "auto"
-    early_stopping: bool = True
-    validation_fraction: float = 0.1
-    patience: int = 20
-    min_delta: float = 0.0
-    seed: int = 0
-    progress_bar: bool = True
-    grad_clip: float | None = 1.0
-    use_amp: bool = True
-    cpu_amp: bool = False
-    weight_decay: float = 0.0
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 10
-    checkpoint_key: str = ""
-    divergence_restarts: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.divergence_restarts < 0:
-            raise ValueError(f"divergence_restarts must be >= 0, got {self.divergence_restarts}")
 
 
 @dataclass

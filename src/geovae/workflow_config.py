@@ -1,0 +1,267 @@
+"""The workflow's config and dataset sheet, read and validated in one place.
+
+``workflow/rules/common.smk`` calls :func:`complete_config` and :func:`load_sheet`; the CLI and the
+tests use the same functions. The config schema is built from the option declarations of
+:mod:`geovae.options` and the model registry, so a default is written once. Nothing here imports torch
+unless the config holds a model parameter block (its keys are checked against the model's own
+defaults).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from .options import BLOCKS, block_fields, nearest, option_defaults
+from .schemas import datasets_schema, registry_specs
+
+__all__ = ["ConfigError", "config_schema", "default_config", "complete_config", "load_sheet", "options_markdown",
+           "generated_files"]
+
+
+class ConfigError(ValueError):
+    """The workflow config is invalid; the message names the key."""
+
+
+def _block_schema(path: str | None) -> dict[str, Any]:
+    props = {}
+    for f in block_fields(path):
+        prop = dict(f.metadata["schema"])
+        prop["description"] = f.metadata["help"]
+        prop["default"] = option_defaults(BLOCKS[path], [f.name])[f.name]
+        props[f.name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _model_block_schema(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": ["object", "null"], "description": f"parameters of model {name} ({spec['family']}); "
+            "keys and defaults: `geovae models`"}
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON schema of the workflow config, built from :mod:`geovae.options` and the registry.
+
+    Every block has ``additionalProperties: false`` and ``default:`` values. A model's parameter
+    block (named after the model) is an object whose keys are checked against the model's
+    defaults by :func:`complete_config`.
+
+    Returns
+    -------
+    dict
+        JSON schema (draft 2020-12).
+    """
+    schema = _block_schema(None)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = ("geovae workflow configuration, generated from geovae.options "
+                             "(`geovae config --schema`); every key is optional")
+    props = schema["properties"]
+    props["preprocess"] = {"type": "object", "additionalProperties": False,
+                           "properties": {"rna": _block_schema("preprocess.rna"),
+                                          "atac": _block_schema("preprocess.atac")}}
+    for path in BLOCKS:
+        if path is not None and "." not in path:
+            props[path] = _block_schema(path)
+    for name, spec in registry_specs().items():
+        props[name] = _model_block_schema(name, spec)
+    return dict(sorted(schema.items(), key=lambda kv: kv[0] != "$schema"))
+
+
+def default_config() -> dict[str, Any]:
+    """The complete default workflow config (what an empty config file gives).
+
+    Returns
+    -------
+    dict
+        Every block with its defaults.
+    """
+    config: dict[str, Any] = {}
+    for path, declaration in BLOCKS.items():
+        defaults = option_defaults(declaration, [f.name for f in block_fields(path)])
+        if path is None:
+            config.update(defaults)
+            continue
+        target = config
+        *parents, leaf = path.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = defaults
+    return config
+
+
+def _check_keys(given: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
+    props = schema.get("properties", {})
+    for key, value in given.items():
+        if key not in props:
+            if schema.get("additionalProperties", True) is False:
+                raise ConfigError(f"config: unknown key '{where}{key}'{nearest(key, list(props))}; "
+                                  f"valid keys{' of ' + where.rstrip('.') if where else ''}: {', '.join(props)}")
+            continue
+        sub = props[key]
+        if isinstance(value, Mapping) and "properties" in sub:
+            _check_keys(value, sub, f"{where}{key}.")
+
+
+def _merge(defaults: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_model_params(name: str, params: Mapping[str, Any] | None, where: str = "") -> None:
+    """Raise :class:`ConfigError` for a parameter that model ``name`` does not take.
+
+    Parameters
+    ----------
+    name
+        Registry name.
+    params
+        The model's parameter block.
+    where
+        Prefix of the key in messages (e.g. ``"livae."``).
+    """
+    if not params:
+        return
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"config: {where or name + '.'} must be a mapping of parameters, got {params!r}")
+    from .models import get_model
+
+    try:
+        accepted = sorted(get_model(name).default_params())
+    except ImportError:  # an optional extra (scvi-tools) that is not installed: checked by its train job
+        return
+    for key in params:
+        if key not in accepted:
+            raise ConfigError(f"config: unknown parameter '{where or name + '.'}{key}' of model {name!r}"
+                              f"{nearest(key, accepted)}; valid: {', '.join(accepted)}")
+
+
+def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a workflow config and fill in every default.
+
+    Parameters
+    ----------
+    config
+        The config as Snakemake or ``yaml.safe_load`` gives it (``--config seeds=[0,1]`` may give
+        digit strings).
+
+    Returns
+    -------
+    dict
+        A new, complete config.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key (named, with the nearest valid one), a value of the wrong type, an
+        unknown model or an unknown model parameter.
+    """
+    import jsonschema
+
+    given = dict(config)
+    if "seeds" in given:
+        given["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in given["seeds"]]
+    schema = config_schema()
+    _check_keys(given, schema, "")
+    full = _merge(default_config(), given)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(full), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        key = ".".join(map(str, err.path)) or "(top level)"
+        raise ConfigError(f"config: {key}: {err.message}")
+    specs = registry_specs()
+    unknown = [m for m in full["models"] if m not in specs]
+    if unknown:
+        raise ConfigError(f"config 'models': unknown model(s) {', '.join(unknown)}"
+                          f"{nearest(unknown[0], list(specs))}; available: {', '.join(sorted(specs))}")
+    for name in specs:
+        if full.get(name):
+            check_model_params(name, full[name], f"{name}.")
+    return full
+
+
+def load_sheet(path: str) -> Any:
+    """Read and validate the dataset sheet for the workflow (every optional column filled with ``""``).
+
+    Parameters
+    ----------
+    path
+        The sheet (config key ``datasets``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``dataset`` (the column is kept).
+    """
+    from .data.sheet import read_sheet
+
+    return read_sheet(path, schema=datasets_schema()).set_index("dataset", drop=False)
+
+
+def options_markdown() -> str:
+    """``docs/options.md``: one table per config block, generated from :mod:`geovae.options`.
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
+    from .options import option_table
+
+    parts = ["# Options", "",
+             "<!-- generated from src/geovae/options.py by `geovae config --write`; edit the declarations -->", "",
+             "Every option of the workflow config (`config/config.yaml`, `--config key=value`) with its default. "
+             "The same declarations give the package functions their defaults (`geovae.pp`, `geovae.tl`, "
+             "`geovae.metrics.evaluate`, every model's `train(**options)`), the CLI's flags and the config "
+             "schema (`workflow/schemas/config.schema.yaml`). A model's own parameters (a block named after "
+             "the model, e.g. `livae: {lorentz_weight: 3}`) are listed by `geovae models` and in "
+             "`docs/models/`. Unknown keys stop the run before any job, naming the nearest valid key.", ""]
+    titles = {None: "Top level", "train": "train (also every model's `train(**options)` and `tl.embed(train=...)`)"}
+    for path, declaration in BLOCKS.items():
+        parts += [f"## {titles.get(path, path)}", "", (declaration.__doc__ or "").strip().splitlines()[0], "",
+                  option_table(path), ""]
+    parts += ["The training options not in the workflow's `train` block (`device` is a top-level key, `seed` "
+              "comes from `seeds`; `progress_bar`, `checkpoint_dir`, `checkpoint_key` are set by the train rule) "
+              "are accepted by every model's `train()` and by `tl.embed(train=...)`:", "",
+              _training_only_table(), ""]
+    return "\n".join(parts)
+
+
+def _training_only_table() -> str:
+    from dataclasses import fields
+
+    from .options import WORKFLOW_TRAIN_KEYS, TrainingConfig
+
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in fields(TrainingConfig):
+        if f.name not in WORKFLOW_TRAIN_KEYS:
+            default = "null" if f.default is None else f.default
+            default = str(default).lower() if isinstance(default, bool) else default
+            rows.append(f"| `{f.name}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+def generated_files() -> dict[str, str]:
+    """Files of the repository generated from the declarations: path (from the project root) -> text.
+
+    Returns
+    -------
+    dict
+        ``workflow/schemas/config.schema.yaml``, ``workflow/schemas/datasets.schema.yaml`` and
+        ``docs/options.md``.
+    """
+    import yaml
+
+    header = ("# Generated by `geovae config --write` from the package ({}); do not edit: edit the source.\n")
+    dump = {"width": 110, "sort_keys": False, "allow_unicode": True}
+    return {
+        "workflow/schemas/config.schema.yaml": header.format("src/geovae/options.py")
+        + yaml.safe_dump(config_schema(), **dump),
+        "workflow/schemas/datasets.schema.yaml": header.format("src/geovae/schemas/datasets.schema.yaml")
+        + yaml.safe_dump(datasets_schema(), **dump),
+        "docs/options.md": options_markdown(),
+    }
