@@ -145,3 +145,12 @@ def test_rule_env_provides_script_imports(rule: str) -> None:
     needed = {CONDA_NAME.get(name, name).lower() for name in third_party_imports(script)}
     missing = sorted(needed - listed)
     assert not missing, f"{rule}: {env_file.name} lacks {missing} (imported by {script.name} or the geovae modules it uses)"
+
+
+def test_every_rule_has_log_and_benchmark() -> None:
+    """The README says every rule has a `log:` and a `benchmark:`; checked rule by rule."""
+    for path in RULE_FILES:
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            name = block.split(":", 1)[0]
+            assert "\n    log:" in block, f"{path.name}: rule {name} has no log:"
+            assert "\n    benchmark:" in block, f"{path.name}: rule {name} has no benchmark:"

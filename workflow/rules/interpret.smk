@@ -67,6 +67,8 @@ rule refresh_gene_sets:
         library=config["refresh_gene_sets_library"],
     log:
         "logs/refresh_gene_sets.log",
+    benchmark:
+        "logs/benchmarks/refresh_gene_sets/all.tsv"
     conda:
         "../../envs/analysis.yaml"
     shell:

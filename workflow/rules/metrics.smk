@@ -41,6 +41,8 @@ rule aggregate_metrics:
         runtime=10,
     log:
         "logs/metrics/aggregate.log",
+    benchmark:
+        "logs/benchmarks/aggregate_metrics/all.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:

@@ -23,6 +23,8 @@ rule summary:
         runtime=10,
     log:
         "logs/report/summary.log",
+    benchmark:
+        "logs/benchmarks/summary/all.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -62,6 +64,8 @@ rule benchmark_stats:
         runtime=10,
     log:
         "logs/report/benchmark_stats.log",
+    benchmark:
+        "logs/benchmarks/benchmark_stats/all.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -84,6 +88,8 @@ rule program_validation:
         runtime=10,
     log:
         "logs/report/program_validation.log",
+    benchmark:
+        "logs/benchmarks/program_validation/all.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
