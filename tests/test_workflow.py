@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,17 @@ def test_seeds_from_the_command_line(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "results/pbmc68k/livae/1/latent.tsv.gz" in out
+
+
+def test_minimal_sheet_builds_every_stage(tmp_path: Path) -> None:
+    """A sheet with only the columns it needs, in another order, and no batch_key/path/description
+    columns (it stopped the workflow with KeyError: 'batch_key')."""
+    project = workflow_copy(tmp_path / "p")
+    sheet = tmp_path / "minimal.tsv"
+    sheet.write_text("modality\tdataset\tsource\taccession\tspecies\tlabel_key\tdata_type\n"
+                     "rna\tpbmc\tbuiltin\tpbmc68k\thuman\tbulk_labels\tsteady_state\n")
+    proc = _snakemake("-n", "--cores", "1", "--config", f"datasets={sheet}", cwd=project)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "summary"):
+        assert re.search(rf"^{rule}\s+1$", out, flags=re.M), (rule, out[-3000:])

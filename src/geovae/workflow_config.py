@@ -128,15 +128,39 @@ def check_model_params(name: str, params: Mapping[str, Any] | None, where: str =
     if not isinstance(params, Mapping):
         raise ConfigError(f"config: {where or name + '.'} must be a mapping of parameters, got {params!r}")
     from .models import get_model
+    from .models.likelihoods import LIKELIHOODS
 
     try:
-        accepted = sorted(get_model(name).default_params())
+        defaults = get_model(name).default_params()
     except ImportError:  # an optional extra (scvi-tools) that is not installed: checked by its train job
         return
-    for key in params:
-        if key not in accepted:
+    accepted = sorted(defaults)
+    for key, value in params.items():
+        if key not in defaults:
             raise ConfigError(f"config: unknown parameter '{where or name + '.'}{key}' of model {name!r}"
                               f"{nearest(key, accepted)}; valid: {', '.join(accepted)}")
+        problem = _value_problem(key, value, defaults[key], LIKELIHOODS)
+        if problem:
+            raise ConfigError(f"config: {where or name + '.'}{key}: {problem}")
+
+
+def _value_problem(key: str, value: Any, default: Any, likelihoods: tuple[str, ...]) -> str:
+    """Why ``value`` cannot replace ``default`` (same kind of value; known likelihood names), or ``""``."""
+    if key == "likelihood":
+        allowed = ["auto", *likelihoods, *([default] if default not in likelihoods else [])]
+        return "" if value in allowed else f"{value!r} is not one of {allowed}"
+    if default is None:
+        return ""
+    if isinstance(default, bool):
+        return "" if isinstance(value, bool) else f"{value!r} is not a boolean"
+    if isinstance(default, int):
+        return "" if isinstance(value, int) and not isinstance(value, bool) else f"{value!r} is not an integer"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return "" if ok else f"{value!r} is not a number"
+    if isinstance(default, str):
+        return "" if isinstance(value, str) else f"{value!r} is not a string"
+    return ""
 
 
 def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
