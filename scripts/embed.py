@@ -9,6 +9,7 @@ from geovae.embedding import embed_2d
 from geovae.io import read_latent_table
 from geovae.pl import embedding_scatter
 from geovae.runinfo import atomic_outputs, log_to, provenance, run_info, write_json
+from geovae.workflow_config import dataset_config
 
 with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
@@ -31,7 +32,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     info = run_info(dataset=wc.dataset, model=wc.model, seed=params.seed, seconds=seconds, settings=dict(settings))
     result.uns["geovae_embed"] = {"seconds": seconds}
     result.uns["geovae"] = provenance(
-        config=snakemake.config, seed=params.seed, device=training.get("device"), rule="embed",
+        config=dataset_config(snakemake.config, wc.dataset), seed=params.seed, device=training.get("device"), rule="embed",
         dataset=wc.dataset, model=wc.model, device_name=training.get("device_name"),
         timings={"train": training.get("train_seconds"), **{f"embed_{k}": v for k, v in seconds.items()}})
     result.write_h5ad(out.h5ad)

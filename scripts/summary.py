@@ -14,5 +14,6 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
                              validation=getattr(inp, "validation", []), gsea=getattr(inp, "gsea", []))
     page = summary_html(pd.read_csv(inp.metrics, sep="\t"), tables["components"], tables["enrichment"],
                         tables["warnings"], tables["train_seconds"], validation=tables["validation"],
-                        gsea=tables["gsea"])
+                        gsea=tables["gsea"], per_dataset=snakemake.config.get("per_dataset"),
+                        qc={Path(path).parent.name: pd.read_csv(path, sep="\t") for path in inp.qc})
     Path(out[0]).write_text(page)

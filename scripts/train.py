@@ -40,5 +40,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         model.save(out.model, overwrite=True)
         write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
                                       params=dict(getattr(model, "params", {})), train=dict(params.train),
+                                      per_dataset=dict(params.per_dataset),
                                       training=model.metadata))
     shutil.rmtree(params.checkpoint_dir, ignore_errors=True)  # outputs complete: nothing left to resume

@@ -49,6 +49,9 @@ def tiny_run(tmp_path_factory) -> Path:
     config = yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text())
     config["datasets"] = str(work / "datasets.tsv")
     config["interpret"]["gene_sets"]["human"] = str(ROOT / "resources" / "go" / "GO_Biological_Process_2021_human.gmt.gz")
+    # settings of one dataset (issue: per-dataset settings), checked by test_per_dataset_settings
+    config["per_dataset"] = {"geo_pbmc": {"train": {"max_epochs": 3}, "livae": {"latent_dim": 5},
+                                          "preprocess": {"rna": {"n_top_genes": 300}}}}
     with serve_directory(geo_root) as server:
         config["geo"] = {"base_url": server.url, "cache_dir": str(work / "geo_cache")}
         (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -168,3 +171,29 @@ def test_minimal_sheet_builds_every_stage(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-3000:]
     for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "summary"):
         assert re.search(rf"^{rule}\s+1$", out, flags=re.M), (rule, out[-3000:])
+
+
+def test_per_dataset_settings_are_applied_and_recorded(tiny_run: Path) -> None:
+    run = tiny_run / "results" / "geo_pbmc" / "livae" / "0"
+    info = json.loads((run / "train_info.json").read_text())
+    assert info["per_dataset"] == {"geo_pbmc": {"train": {"max_epochs": 3}, "livae": {"latent_dim": 5},
+                                                "preprocess": {"rna": {"n_top_genes": 300}}}}
+    assert info["train"]["max_epochs"] == 3 and info["training"]["n_epochs"] <= 3
+    assert ad.read_h5ad(run / "embedding.h5ad").obsm["X_latent"].shape[1] == 5
+    prep = ad.read_h5ad(tiny_run / "results" / "geo_pbmc" / "preprocessed.h5ad", backed="r")
+    assert prep.n_vars <= 300 and prep.uns["geovae_preprocess"]["n_top_genes"] == 300
+    # the other datasets keep the config's settings
+    assert ad.read_h5ad(tiny_run / "results" / "pbmc" / "livae" / "0" / "embedding.h5ad").obsm["X_latent"].shape[1] == 6
+    other = json.loads((tiny_run / "results" / "pbmc" / "livae" / "0" / "train_info.json").read_text())
+    assert other["per_dataset"] == {} and other["train"]["max_epochs"] == 4
+    summary = (tiny_run / "results" / "report" / "summary.html").read_text()
+    assert "Per-dataset settings" in summary and "livae.latent_dim" in summary
+
+
+def test_per_dataset_unknown_dataset_stops_before_any_job(tmp_path: Path) -> None:
+    project = workflow_copy(tmp_path / "p")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("per_dataset:\n  pbmc68:\n    train: {max_epochs: 2}\n")
+    proc = _snakemake("-n", "--cores", "1", "--configfile", "config/config.yaml", str(extra), cwd=project)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "per_dataset names dataset 'pbmc68'" in out and "(did you mean 'pbmc68k'?)" in out

@@ -50,10 +50,20 @@ def opt(default: Any, help: str, **schema: Any) -> Any:
 class RnaPreprocessOptions:
     """scRNA-seq QC, highly variable genes and model input (``preprocess.rna``)."""
 
-    min_genes: int = opt(200, "keep cells with at least this many detected genes", type="integer", minimum=0)
-    min_cells: int = opt(3, "keep genes detected in at least this many kept cells", type="integer", minimum=0)
-    max_pct_mito: float = opt(20.0, "drop cells with more than this percentage of mitochondrial counts",
+    qc: str = opt("adaptive", "cell QC: adaptive (outliers by MADs per sample) or fixed (min_genes, max_pct_mito)",
+                  type="string", enum=["adaptive", "fixed"])
+    n_mads: float = opt(5.0, "adaptive QC: MADs from the sample median of log counts and log genes",
+                        type="number", exclusiveMinimum=0)
+    mito_n_mads: float = opt(3.0, "adaptive QC: MADs above the sample median of the mitochondrial percentage",
+                             type="number", exclusiveMinimum=0)
+    min_genes_floor: int = opt(20, "adaptive QC: cells with fewer detected genes are empty barcodes, removed",
+                               type="integer", minimum=0)
+    qc_sample_key: str = opt("sample", "obs column whose samples QC runs within (when the data have it)",
+                             type="string")
+    min_genes: int = opt(200, "fixed QC: keep cells with at least this many detected genes", type="integer", minimum=0)
+    max_pct_mito: float = opt(20.0, "fixed QC: drop cells with more than this percentage of mitochondrial counts",
                               type="number", minimum=0, maximum=100)
+    min_cells: int = opt(3, "keep genes detected in at least this many kept cells", type="integer", minimum=0)
     mito_prefix: tuple[str, ...] = opt(["MT-", "mt-"], "gene-name prefixes of mitochondrial genes",
                                        type="array", items={"type": "string"})
     n_top_genes: int = opt(5000, "highly variable genes kept (LiVAE paper section 2.6.2)", type="integer", minimum=10)
@@ -69,7 +79,14 @@ class RnaPreprocessOptions:
 class AtacPreprocessOptions:
     """scATAC-seq QC, TF-IDF and highly variable peaks (``preprocess.atac``)."""
 
-    min_peaks: int = opt(10, "keep cells with at least this many accessible peaks", type="integer", minimum=0)
+    qc: str = opt("adaptive", "cell QC: adaptive (outliers by MADs per sample, above min_peaks) or fixed (min_peaks)",
+                  type="string", enum=["adaptive", "fixed"])
+    n_mads: float = opt(5.0, "adaptive QC: MADs from the sample median of log counts and log peaks",
+                        type="number", exclusiveMinimum=0)
+    qc_sample_key: str = opt("sample", "obs column whose samples QC runs within (when the data have it)",
+                             type="string")
+    min_peaks: int = opt(10, "keep cells with at least this many accessible peaks (both QC modes)",
+                         type="integer", minimum=0)
     min_cells: int = opt(3, "keep peaks accessible in at least this many kept cells", type="integer", minimum=0)
     binarize: bool = opt(True, "binarize counts before TF-IDF (LiVAE paper section 2.6.3)", type="boolean")
     scale_factor: float = opt(1e4, "TF-IDF scale factor", type="number", exclusiveMinimum=0)
@@ -272,6 +289,9 @@ class RunOptions:
     device: str = opt("auto", "torch device: auto (CUDA when available), cpu or cuda", type="string",
                       enum=["auto", "cpu", "cuda"])
     gpu: bool = opt(False, "ask the scheduler for a GPU for each train job (device auto)", type="boolean")
+    per_dataset: tuple = opt((), "settings of one dataset, by dataset id: any of preprocess, train, embed, metrics, "
+                             "interpret, models, seeds or a model's parameter block (see README 'Per-dataset settings')",
+                             type="object", additionalProperties={"type": "object"})
     refresh_gene_sets_source: str = opt("debian", "source of the refresh_gene_sets rule (not a default target)",
                                         type="string", enum=["debian", "enrichr"])
     refresh_gene_sets_library: str = opt("GO_Biological_Process_2023", "Enrichr library of refresh_gene_sets",
@@ -295,13 +315,18 @@ BLOCKS: dict[str | None, type] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    """Declaration default -> config value (tuples of pairs -> dict, tuples -> list)."""
-    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+def _plain(value: Any, kind: Any = None) -> Any:
+    """Declaration default -> config value: a tuple is a list, or a dict of its pairs for an
+    ``object`` option (dataclass defaults must be immutable)."""
+    if isinstance(value, tuple) and kind == "object":
         return {k: _plain(v) for k, v in value}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _field_default(f: Any) -> Any:
+    return _plain(f.default if f.default is not MISSING else None, f.metadata.get("schema", {}).get("type"))
 
 
 def _block_keys(path: str | None, declaration: type) -> list[str]:
@@ -327,7 +352,7 @@ def option_defaults(declaration: type, keys: list[str] | None = None) -> dict[st
     out = {}
     for f in fields(declaration):
         if keys is None or f.name in keys:
-            out[f.name] = _plain(f.default if f.default is not MISSING else None)
+            out[f.name] = _field_default(f)
     return out
 
 
@@ -363,7 +388,7 @@ def option_table(path: str | None) -> str:
     """
     rows = ["| option | default | meaning |", "|---|---|---|"]
     for f in block_fields(path):
-        default = _plain(f.default)
+        default = _field_default(f)
         shown = "null" if default is None else (str(default).lower() if isinstance(default, bool) else default)
         shown = str(shown).replace("|", "\\|")
         rows.append(f"| `{f.name}` | `{shown}` | {f.metadata['help'].replace('|', '/')} |")

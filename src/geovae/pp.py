@@ -7,8 +7,9 @@ from geovae.preprocessing import (  # noqa: F401
     preprocess_atac,
     preprocess_rna,
     qc_atac,
+    qc_metrics,
     qc_rna,
     tfidf,
 )
 
-__all__ = ["qc_rna", "hvg", "qc_atac", "tfidf", "hvp", "preprocess_rna", "preprocess_atac", "preprocess"]
+__all__ = ["qc_rna", "qc_metrics", "hvg", "qc_atac", "tfidf", "hvp", "preprocess_rna", "preprocess_atac", "preprocess"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,9 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                  enrichment: Mapping[str, pd.DataFrame], warnings: Mapping[str, Iterable[str]],
                  train_seconds: Mapping[str, float] | None = None,
                  validation: Mapping[str, pd.DataFrame] | None = None,
-                 gsea: Mapping[str, pd.DataFrame] | None = None) -> str:
+                 gsea: Mapping[str, pd.DataFrame] | None = None,
+                 per_dataset: Mapping[str, Mapping[str, Any]] | None = None,
+                 qc: Mapping[str, pd.DataFrame] | None = None) -> str:
     """Render the run summary as a standalone HTML page.
 
     Parameters
@@ -43,6 +45,11 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
         Per run id the ground-truth program validation table (empty for real data).
     gsea
         Per run id the pre-ranked GSEA table (``component, term, nes, fdr, ...``).
+    per_dataset
+        The config's ``per_dataset`` block (settings that differ for one dataset), shown as a table.
+    qc
+        Per dataset the QC table of the preprocess stage (``qc.tsv``: per sample cells in, removed by
+        each rule, kept); a dataset that kept less than half of its cells is flagged.
     """
     parts = ["<html><head><meta charset='utf-8'><title>geovae summary</title>",
              "<style>body{font-family:sans-serif;margin:2em} .table{border-collapse:collapse;font-size:12px}"
@@ -56,6 +63,13 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
     if train_seconds:
         parts += ["<h2>Training time (s)</h2>",
                   _table(pd.Series(train_seconds, name="seconds").to_frame())]
+    parts += _qc_section(qc or {})
+    if per_dataset:
+        rows = [{"dataset": d, "setting": key, "value": value}
+                for d, block in per_dataset.items() for key, value in _flatten(block)]
+        parts += ["<h2>Per-dataset settings</h2>",
+                  "<p>These datasets ran with settings that differ from the config's (config key per_dataset).</p>",
+                  _table(pd.DataFrame(rows).set_index(["dataset", "setting"]))]
     parts += _validation_section(validation or {})
     parts.append("<h2>Latent components</h2>")
     for run, table in components.items():
@@ -79,6 +93,37 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
         parts.append(_table(shown.set_index("component")))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _qc_section(qc: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Cells kept by QC per dataset, with a warning where fewer than half were kept."""
+    from geovae.preprocessing.qc import QC_WARN_FRACTION
+
+    if not qc:
+        return []
+    rows, parts = [], ["<h2>Quality control</h2>"]
+    for dataset, table in qc.items():
+        removed = {c[len("removed_"):]: int(table[c].sum()) for c in table.columns if c.startswith("removed_")}
+        cells_in, kept = int(table["cells_in"].sum()), int(table["cells_kept"].sum())
+        rows.append({"dataset": dataset, "samples": len(table), "cells in": cells_in, "cells kept": kept,
+                     "kept (%)": round(100 * kept / cells_in, 1) if cells_in else 0.0,
+                     "failing each rule": ", ".join(f"{k} {v}" for k, v in removed.items())})
+        if cells_in and kept / cells_in < QC_WARN_FRACTION:
+            parts.append(f"<p class='warn'>Warning: QC kept only {kept} of {cells_in} cells of "
+                         f"{html.escape(dataset)}; see its QC figure (category Quality control).</p>")
+    parts.insert(1, _table(pd.DataFrame(rows).set_index("dataset")))
+    return parts
+
+
+def _flatten(block: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"train": {"lr": 1}}`` -> ``[("train.lr", 1)]``."""
+    out: list[tuple[str, Any]] = []
+    for key, value in block.items():
+        if isinstance(value, Mapping):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 def run_id(path: str | Path) -> str:

@@ -16,7 +16,7 @@ from .options import BLOCKS, block_fields, nearest, option_defaults
 from .schemas import datasets_schema, registry_specs
 
 __all__ = ["ConfigError", "config_schema", "default_config", "complete_config", "load_sheet", "options_markdown",
-           "generated_files"]
+           "generated_files", "dataset_config", "check_per_dataset_ids", "PER_DATASET_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -190,6 +190,7 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
         given["seeds"] = [int(s) if isinstance(s, str) and s.isdigit() else s for s in given["seeds"]]
     schema = config_schema()
     _check_keys(given, schema, "")
+    _check_per_dataset(given)
     full = _merge(default_config(), given)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(full), key=lambda e: list(e.path))
@@ -206,6 +207,73 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if full.get(name):
             check_model_params(name, full[name], f"{name}.")
     return full
+
+
+#: Keys a dataset's block of ``per_dataset`` may set (plus any model's parameter block).
+PER_DATASET_KEYS = ("preprocess", "train", "embed", "metrics", "interpret", "models", "seeds")
+
+
+def _check_per_dataset(given: Mapping[str, Any]) -> None:
+    """Each ``per_dataset`` block sets only per-dataset keys, and the config it gives is valid."""
+    blocks = given.get("per_dataset") or {}
+    if not isinstance(blocks, Mapping):
+        raise ConfigError(f"config: per_dataset must map dataset ids to settings, got {blocks!r}")
+    valid = [*PER_DATASET_KEYS, *registry_specs()]
+    base = {k: v for k, v in given.items() if k != "per_dataset"}
+    for dataset, block in blocks.items():
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"config: per_dataset.{dataset} must be a mapping of settings, got {block!r}")
+        for key in block:
+            if key not in valid:
+                raise ConfigError(f"config: unknown key 'per_dataset.{dataset}.{key}'{nearest(key, valid)}; "
+                                  f"a dataset may set: {', '.join(PER_DATASET_KEYS)} or a model's parameters")
+        try:
+            complete_config(_merge(base, block))
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("config: ", f"config: per_dataset.{dataset}: ", 1)) from None
+
+
+def check_per_dataset_ids(config: Mapping[str, Any], datasets: Any) -> None:
+    """Every dataset id of ``per_dataset`` is in the sheet.
+
+    Parameters
+    ----------
+    config
+        A complete config.
+    datasets
+        The sheet's dataset ids.
+
+    Raises
+    ------
+    ConfigError
+        Naming the unknown id and the nearest one of the sheet.
+    """
+    ids = [str(d) for d in datasets]
+    for dataset in config.get("per_dataset") or {}:
+        if str(dataset) not in ids:
+            raise ConfigError(f"config: per_dataset names dataset {dataset!r}, which is not in the sheet "
+                              f"{config['datasets']}{nearest(dataset, ids)}; datasets: {', '.join(ids)}")
+
+
+def dataset_config(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The effective config of one dataset: ``config`` with ``per_dataset[dataset]`` merged in.
+
+    Parameters
+    ----------
+    config
+        A complete config (from :func:`complete_config`).
+    dataset
+        Dataset id.
+
+    Returns
+    -------
+    dict
+        A complete config; ``per_dataset`` holds only this dataset's block (empty when none).
+    """
+    block = dict((config.get("per_dataset") or {}).get(dataset) or {})
+    merged = _merge({k: v for k, v in config.items() if k != "per_dataset"}, block)
+    merged["per_dataset"] = {dataset: block} if block else {}
+    return merged
 
 
 def load_sheet(path: str) -> Any:

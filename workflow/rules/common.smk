@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from geovae.schemas import registry_specs
-from geovae.workflow_config import complete_config, load_sheet
+from geovae.workflow_config import check_per_dataset_ids, complete_config, dataset_config, load_sheet
 
 # Every default comes from geovae.options; unknown keys stop the run here, before any job.
 _complete = complete_config(config)
@@ -16,9 +16,18 @@ config.clear()
 config.update(_complete)
 
 DATASETS = load_sheet(config["datasets"])
-MODELS = [str(m) for m in config["models"]]
-SEEDS = [str(s) for s in config["seeds"]]
+check_per_dataset_ids(config, DATASETS.index)
 MODEL_SPECS = registry_specs()
+# Effective config of each dataset: the config with its `per_dataset` block merged in.
+DCONFIG = {d: dataset_config(config, d) for d in DATASETS.index}
+MODELS = list(dict.fromkeys(str(m) for d in DATASETS.index for m in DCONFIG[d]["models"])) or [
+    str(m) for m in config["models"]
+]
+
+
+def dcfg(wildcards):
+    """Effective config of ``wildcards.dataset`` (also recorded in each output's provenance)."""
+    return DCONFIG[wildcards.dataset]
 
 
 def model_applies(dataset, model):
@@ -42,13 +51,13 @@ def train_env(wildcards):
 
 def run_pairs():
     """(dataset, model) pairs the workflow trains, in sheet x config order."""
-    return [(d, m) for d in DATASETS.index for m in MODELS if model_applies(d, m)]
+    return [(d, str(m)) for d in DATASETS.index for m in DCONFIG[d]["models"] if model_applies(d, str(m))]
 
 
 def model_params(wildcards):
     """Hyperparameters of ``wildcards.model`` for the train rule: the model's config block, plus the
     sheet's ``spatial_key`` of the dataset for models that require coordinates (dpvae)."""
-    params = dict(config.get(wildcards.model) or {})
+    params = dict(DCONFIG[wildcards.dataset].get(wildcards.model) or {})
     if "spatial" in MODEL_SPECS[wildcards.model].get("requires", []):
         key = str(DATASETS.loc[wildcards.dataset].get("spatial_key", "") or "")
         if key:
@@ -77,15 +86,16 @@ def run_dir(wildcards):
 
 def gene_sets_for(wildcards):
     """GMT file for the dataset's species (config interpret.gmt overrides), or '' when none applies."""
-    if config["interpret"].get("gmt"):
-        return config["interpret"]["gmt"]
+    interpret = DCONFIG[wildcards.dataset]["interpret"]
+    if interpret.get("gmt"):
+        return interpret["gmt"]
     species = DATASETS.loc[wildcards.dataset, "species"]
-    return config["interpret"]["gene_sets"].get(species, "")
+    return interpret["gene_sets"].get(species, "")
 
 
 def run_targets(pattern):
-    """``pattern`` expanded over every applicable (dataset, model) pair and every seed."""
-    return [pattern.format(dataset=d, model=m, seed=s) for d, m in run_pairs() for s in SEEDS]
+    """``pattern`` expanded over every applicable (dataset, model) pair and every seed of the dataset."""
+    return [pattern.format(dataset=d, model=m, seed=s) for d, m in run_pairs() for s in DCONFIG[d]["seeds"]]
 
 
 def all_targets():

@@ -26,7 +26,7 @@ rule embed:
     params:
         label_key=lambda wc: DATASETS.loc[wc.dataset, "label_key"],
         batch_key=lambda wc: DATASETS.loc[wc.dataset, "batch_key"],
-        settings=config["embed"],
+        settings=lambda wc: dcfg(wc)["embed"],
         seed=lambda wc: int(wc.seed),
     log:
         "logs/embed/{dataset}/{model}/{seed}.log",

@@ -39,9 +39,9 @@ rule interpret:
     params:
         gmt=gene_sets_for,
         modality=modality,
-        n_top=config["interpret"]["n_top"],
-        min_coverage=config["interpret"]["min_coverage"],
-        gsea_permutations=config["interpret"]["gsea_permutations"],
+        n_top=lambda wc: dcfg(wc)["interpret"]["n_top"],
+        min_coverage=lambda wc: dcfg(wc)["interpret"]["min_coverage"],
+        gsea_permutations=lambda wc: dcfg(wc)["interpret"]["gsea_permutations"],
     log:
         "logs/interpret/{dataset}/{model}/{seed}.log",
     benchmark:

@@ -9,8 +9,8 @@ rule metrics:
     params:
         label_key=lambda wc: DATASETS.loc[wc.dataset, "label_key"],
         batch_key=lambda wc: DATASETS.loc[wc.dataset, "batch_key"],
-        data_type=lambda wc: DATASETS.loc[wc.dataset, "data_type"],
-        settings=config["metrics"],
+        data_type=lambda wc: DATASETS.loc[wc.dataset, "data_type"] or dcfg(wc)["metrics"]["mode"],
+        settings=lambda wc: dcfg(wc)["metrics"],
     log:
         "logs/metrics/{dataset}/{model}/{seed}.log",
     benchmark:

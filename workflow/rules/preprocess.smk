@@ -5,10 +5,18 @@ rule preprocess:
     input:
         "results/{dataset}/raw.h5ad",
     output:
-        "results/{dataset}/preprocessed.h5ad",
+        h5ad="results/{dataset}/preprocessed.h5ad",
+        qc_table="results/{dataset}/qc.tsv",
+        qc=report(
+            "results/{dataset}/qc.png",
+            caption="../report/qc.rst",
+            category="Quality control",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "QC metrics"},
+        ),
     params:
         modality=modality,
-        settings=lambda wc: config["preprocess"][modality(wc)],
+        settings=lambda wc: dcfg(wc)["preprocess"][modality(wc)],
     log:
         "logs/preprocess/{dataset}.log",
     benchmark:

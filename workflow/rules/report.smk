@@ -10,6 +10,7 @@ rule summary:
         validation=run_targets("results/{dataset}/{model}/{seed}/program_validation.tsv"),
         gsea=run_targets("results/{dataset}/{model}/{seed}/gsea.tsv"),
         train_info=run_targets("results/{dataset}/{model}/{seed}/train_info.json"),
+        qc=[f"results/{d}/qc.tsv" for d in DATASETS.index],
     output:
         report(
             "results/report/summary.html",

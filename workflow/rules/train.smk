@@ -19,7 +19,8 @@ rule train:
     params:
         modality=modality,
         model_params=model_params,
-        train=config["train"],
+        train=lambda wc: dcfg(wc)["train"],
+        per_dataset=lambda wc: dcfg(wc)["per_dataset"],
         device=config["device"],
         # Resumable training checkpoint. Deliberately not an output (nor temp/shadow): Snakemake
         # would delete it when the job fails or is killed, which is exactly when it is needed. The

@@ -8,10 +8,10 @@ loader z-scores and clips one minibatch at a time with :func:`model_input` /
 :func:`batch_input`.
 """
 
-from .atac import binarize, hvp, preprocess_atac, qc_atac, tfidf, tfidf_matrix
+from .atac import binarize, hvp, preprocess_atac, qc_atac, qc_metrics_atac, tfidf, tfidf_matrix
 from .input import batch_input, feature_moments, model_input, set_model_input
-from .pipeline import preprocess
-from .rna import hvg, log_normalize, preprocess_rna, qc_rna
+from .pipeline import preprocess, qc_metrics
+from .rna import hvg, log_normalize, preprocess_rna, qc_metrics_rna, qc_rna
 
 __all__ = [
     "batch_input",
@@ -25,6 +25,9 @@ __all__ = [
     "preprocess_atac",
     "preprocess_rna",
     "qc_atac",
+    "qc_metrics",
+    "qc_metrics_atac",
+    "qc_metrics_rna",
     "qc_rna",
     "set_model_input",
     "tfidf",

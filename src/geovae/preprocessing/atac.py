@@ -24,6 +24,7 @@ TF-IDF values over peaks accessible in 1 %..95 % of cells, top 10,000.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from numpy.typing import ArrayLike
@@ -38,15 +39,39 @@ from ._sparse import (
     scale_rows,
 )
 from .input import set_model_input
+from .qc import QCRule, apply_cell_qc
 
 
-def qc_atac(adata: AnnData, min_peaks: int = ATAC.min_peaks, min_cells: int = ATAC.min_cells) -> AnnData:
+def qc_metrics_atac(adata: AnnData) -> pd.DataFrame:
+    """Per-cell QC metrics of raw scATAC counts: ``n_peaks`` (accessible peaks) and ``total_counts``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw integer counts in ``.X``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell (index ``obs_names``).
+    """
+    X = as_csr(adata.X)
+    check_counts(X, "adata.X")
+    return pd.DataFrame({"n_peaks": row_positive_counts(X),
+                         "total_counts": np.asarray(X.sum(axis=1), dtype=np.float64).ravel()},
+                        index=adata.obs_names)
+
+
+def qc_atac(adata: AnnData, min_peaks: int = ATAC.min_peaks, min_cells: int = ATAC.min_cells,
+            qc: str = ATAC.qc, n_mads: float = ATAC.n_mads, qc_sample_key: str = ATAC.qc_sample_key) -> AnnData:
     """Filter cells and peaks of a raw-count scATAC-seq AnnData.
 
-    The paper gives no ATAC QC thresholds; these defaults only drop nearly
-    empty cells and peaks (the HVP frequency window does the real feature
-    selection). Cells with at least ``min_peaks`` accessible peaks are kept,
-    then peaks accessible in at least ``min_cells`` kept cells.
+    The paper gives no ATAC QC thresholds. Cells need at least ``min_peaks`` accessible peaks (both
+    modes); ``qc="adaptive"`` (default) also removes, within each sample (``obs[qc_sample_key]``
+    when present), cells more than ``n_mads`` MADs from the median of log total counts or log
+    accessible peaks (see :mod:`geovae.preprocessing.qc`). Then peaks accessible in at least
+    ``min_cells`` kept cells are kept. The fraction of reads in peaks is not used: the count
+    matrices of GEO deposits do not carry the reads outside peaks.
 
     Parameters
     ----------
@@ -56,40 +81,47 @@ def qc_atac(adata: AnnData, min_peaks: int = ATAC.min_peaks, min_cells: int = AT
         Minimum number of peaks with count > 0 per cell.
     min_cells
         Minimum number of kept cells in which a peak is accessible.
+    qc
+        ``"adaptive"`` or ``"fixed"``.
+    n_mads, qc_sample_key
+        Adaptive QC settings.
 
     Returns
     -------
     AnnData
-        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_peaks`` and
-        ``total_counts``, ``var`` gains ``n_cells``.
+        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_peaks`` and ``total_counts``, ``var``
+        gains ``n_cells``; ``uns["geovae_qc"]`` records what QC did per sample.
 
     Raises
     ------
     ValueError
-        If ``.X`` is not integer counts or nothing passes the filters.
+        If ``.X`` is not integer counts or nothing passes the filters (naming the rule, the observed
+        median and the config key to change).
     """
     X = as_csr(adata.X)
-    check_counts(X, "adata.X")
-    n_peaks = row_positive_counts(X)
-    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    keep_cells = n_peaks >= min_peaks
-    if not keep_cells.any():
-        raise ValueError(
-            f"qc_atac: no cell has min_peaks={min_peaks} accessible peaks "
-            f"({adata.n_obs} cells; median {np.median(n_peaks):.0f} peaks per cell)"
-        )
+    metrics = qc_metrics_atac(adata)
+    key = "preprocess.atac."
+    rules = [QCRule("min_peaks", "n_peaks", key + "min_peaks", lower=min_peaks)]
+    if qc == "adaptive":
+        rules += [QCRule("outlier_counts", "total_counts", key + "n_mads", n_mads=n_mads, log=True),
+                  QCRule("outlier_peaks", "n_peaks", key + "n_mads", n_mads=n_mads, log=True)]
+    elif qc != "fixed":
+        raise ValueError(f"qc_atac: qc must be 'adaptive' or 'fixed', got {qc!r} (config key {key}qc)")
+    samples = adata.obs[qc_sample_key].to_numpy() if qc_sample_key in adata.obs else None
+    keep_cells, record = apply_cell_qc(metrics, rules, samples, "qc_atac")
     n_cells = col_positive_counts(X[keep_cells])
     keep_peaks = n_cells >= min_cells
     if not keep_peaks.any():
         raise ValueError(
-            f"qc_atac: no peak is accessible in min_cells={min_cells} of the "
-            f"{int(keep_cells.sum())} cells kept"
-        )
+            f"qc_atac: no peak is accessible in min_cells={min_cells} of the {int(keep_cells.sum())} cells kept "
+            f"of {adata.n_obs}; lower {key}min_cells, or keep more cells")
     out = adata[keep_cells, keep_peaks].copy()
     out.X = X[keep_cells][:, keep_peaks]
-    out.obs["n_peaks"] = n_peaks[keep_cells].astype(np.int64)
-    out.obs["total_counts"] = total[keep_cells].astype(np.float32)
+    out.obs["n_peaks"] = metrics["n_peaks"].to_numpy(np.int64)[keep_cells]
+    out.obs["total_counts"] = metrics["total_counts"].to_numpy(np.float32)[keep_cells]
     out.var["n_cells"] = n_cells[keep_peaks].astype(np.int64)
+    out.uns["geovae_qc"] = {"modality": "atac", "mode": qc, "sample_key": qc_sample_key if samples is not None else "",
+                            "n_vars_in": int(adata.n_vars), "n_vars_kept": int(keep_peaks.sum()), **record}
     return out
 
 
@@ -272,6 +304,9 @@ def hvp(
 def preprocess_atac(
     adata: AnnData,
     *,
+    qc: str = ATAC.qc,
+    n_mads: float = ATAC.n_mads,
+    qc_sample_key: str = ATAC.qc_sample_key,
     min_peaks: int = ATAC.min_peaks,
     min_cells: int = ATAC.min_cells,
     binarize: bool = ATAC.binarize,
@@ -296,7 +331,7 @@ def preprocess_atac(
     ----------
     adata
         Raw AnnData, integer counts in ``.X``. Not modified.
-    min_peaks, min_cells
+    min_peaks, min_cells, qc, n_mads, qc_sample_key
         See :func:`qc_atac`.
     binarize
         Binarize the counts first (config key ``binarize``); ``layers["counts"]``
@@ -316,7 +351,7 @@ def preprocess_atac(
         ``uns["geovae_input"]`` and all parameters in ``uns["geovae_preprocess"]``.
     """
     n_obs_in, n_vars_in = adata.n_obs, adata.n_vars
-    out = qc_atac(adata, min_peaks, min_cells)
+    out = qc_atac(adata, min_peaks, min_cells, qc, n_mads, qc_sample_key)
     n_obs_qc, n_vars_qc = out.n_obs, out.n_vars
     if binarize:
         _binarize_adata(out)
@@ -325,6 +360,8 @@ def preprocess_atac(
     set_model_input(out, "atac", center_scale, clip)
     out.uns["geovae_preprocess"] = {
         "modality": "atac",
+        "qc": qc,
+        "n_mads": float(n_mads),
         "min_peaks": int(min_peaks),
         "min_cells": int(min_cells),
         "binarize": bool(binarize),

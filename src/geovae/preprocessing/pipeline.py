@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from anndata import AnnData
 
-from .atac import preprocess_atac
-from .rna import preprocess_rna
+from .atac import preprocess_atac, qc_metrics_atac
+from .rna import preprocess_rna, qc_metrics_rna
 
 _PIPELINES = {"rna": preprocess_rna, "atac": preprocess_atac}
 
@@ -49,3 +52,28 @@ def preprocess(adata: AnnData, modality: str, **settings: Any) -> AnnData:
             f"preprocess: unknown {modality} setting(s) {unknown}; accepted: {', '.join(accepted)}"
         )
     return func(adata, **settings)
+
+
+def qc_metrics(adata: AnnData, modality: str, **settings: Any) -> "pd.DataFrame":
+    """Per-cell QC metrics of raw counts for ``modality`` (the ones QC decides on).
+
+    Parameters
+    ----------
+    adata
+        Raw AnnData (integer counts in ``.X``).
+    modality
+        ``"rna"`` (``n_genes``, ``total_counts``, ``pct_mito``) or ``"atac"`` (``n_peaks``,
+        ``total_counts``).
+    **settings
+        The ``preprocess.<modality>`` block; only ``mito_prefix`` is used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell.
+    """
+    if modality == "rna":
+        return qc_metrics_rna(adata, **({"mito_prefix": settings["mito_prefix"]} if "mito_prefix" in settings else {}))
+    if modality == "atac":
+        return qc_metrics_atac(adata)
+    raise ValueError(f"qc_metrics: modality must be one of {sorted(_PIPELINES)}, got {modality!r}")

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 
@@ -28,6 +29,7 @@ from ._sparse import (
     scale_rows,
 )
 from .input import set_model_input
+from .qc import QCRule, apply_cell_qc
 
 _COUNT_FLAVORS = ("seurat_v3", "seurat_v3_paper")
 
@@ -36,75 +38,138 @@ def _prefixes(mito_prefix: str | Sequence[str]) -> tuple[str, ...]:
     return (mito_prefix,) if isinstance(mito_prefix, str) else tuple(mito_prefix)
 
 
+def qc_metrics_rna(adata: AnnData, mito_prefix: str | Sequence[str] = RNA.mito_prefix) -> pd.DataFrame:
+    """Per-cell QC metrics of raw counts: ``n_genes``, ``total_counts``, ``pct_mito``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with raw integer counts in ``.X``.
+    mito_prefix
+        Gene-name prefix(es) marking mitochondrial genes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell (index ``obs_names``).
+    """
+    X = as_csr(adata.X)
+    check_counts(X, "adata.X")
+    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    mito = _mito_mask(adata, mito_prefix)
+    mito_total = np.asarray(X[:, mito].sum(axis=1), dtype=np.float64).ravel()
+    pct_mito = np.divide(100.0 * mito_total, total, out=np.zeros_like(total), where=total > 0)
+    return pd.DataFrame({"n_genes": row_positive_counts(X), "total_counts": total, "pct_mito": pct_mito},
+                        index=adata.obs_names)
+
+
+def _mito_mask(adata: AnnData, mito_prefix: str | Sequence[str]) -> np.ndarray:
+    return np.asarray(adata.var_names.str.startswith(_prefixes(mito_prefix)), dtype=bool)
+
+
+def qc_rules_rna(qc: str = RNA.qc, min_genes: int = RNA.min_genes, max_pct_mito: float = RNA.max_pct_mito,
+                 n_mads: float = RNA.n_mads, mito_n_mads: float = RNA.mito_n_mads,
+                 min_genes_floor: int = RNA.min_genes_floor) -> list[QCRule]:
+    """The cell QC rules of one mode (see :mod:`geovae.preprocessing.qc`).
+
+    Parameters
+    ----------
+    qc
+        ``"adaptive"`` or ``"fixed"``.
+    min_genes, max_pct_mito
+        Fixed thresholds (``qc="fixed"``).
+    n_mads, mito_n_mads, min_genes_floor
+        Adaptive outliers and the floor of detected genes (``qc="adaptive"``).
+
+    Returns
+    -------
+    list of QCRule
+    """
+    key = "preprocess.rna."
+    if qc == "fixed":
+        return [QCRule("min_genes", "n_genes", key + "min_genes", lower=min_genes),
+                QCRule("max_pct_mito", "pct_mito", key + "max_pct_mito", upper=max_pct_mito)]
+    if qc != "adaptive":
+        raise ValueError(f"qc_rna: qc must be 'adaptive' or 'fixed', got {qc!r} (config key {key}qc)")
+    return [QCRule("empty_barcode", "n_genes", key + "min_genes_floor", lower=min_genes_floor),
+            QCRule("outlier_counts", "total_counts", key + "n_mads", n_mads=n_mads, log=True),
+            QCRule("outlier_genes", "n_genes", key + "n_mads", n_mads=n_mads, log=True),
+            QCRule("outlier_mito", "pct_mito", key + "mito_n_mads", n_mads=mito_n_mads, side="upper")]
+
+
 def qc_rna(
     adata: AnnData,
     min_genes: int = RNA.min_genes,
     min_cells: int = RNA.min_cells,
     max_pct_mito: float = RNA.max_pct_mito,
     mito_prefix: str | Sequence[str] = RNA.mito_prefix,
+    qc: str = RNA.qc,
+    n_mads: float = RNA.n_mads,
+    mito_n_mads: float = RNA.mito_n_mads,
+    min_genes_floor: int = RNA.min_genes_floor,
+    qc_sample_key: str = RNA.qc_sample_key,
 ) -> AnnData:
     """Filter cells and genes of a raw-count scRNA-seq AnnData.
 
-    Cells are kept when they express at least ``min_genes`` genes and at most
-    ``max_pct_mito`` percent of their counts come from genes whose name starts
-    with a ``mito_prefix``; then genes detected in at least ``min_cells`` of the
-    kept cells are kept. The input is not modified: only the kept part is copied.
+    ``qc="adaptive"`` (default) removes empty barcodes (fewer than ``min_genes_floor`` genes) and,
+    within each sample (``obs[qc_sample_key]`` when present), cells more than ``n_mads`` MADs from
+    the median of log total counts or log detected genes, or more than ``mito_n_mads`` MADs above
+    the median mitochondrial percentage. ``qc="fixed"`` keeps cells with at least ``min_genes``
+    genes and at most ``max_pct_mito`` percent mitochondrial counts. Then genes detected in at least
+    ``min_cells`` kept cells are kept. The input is not modified.
 
     Parameters
     ----------
     adata
         AnnData with raw integer counts in ``.X``.
-    min_genes
-        Minimum number of detected genes (count > 0) per cell.
+    min_genes, max_pct_mito
+        Fixed QC thresholds.
     min_cells
         Minimum number of kept cells in which a gene is detected.
-    max_pct_mito
-        Maximum percentage of mitochondrial counts per cell.
     mito_prefix
         Gene-name prefix(es) marking mitochondrial genes.
+    qc
+        ``"adaptive"`` or ``"fixed"``.
+    n_mads, mito_n_mads, min_genes_floor, qc_sample_key
+        Adaptive QC settings (see :mod:`geovae.preprocessing.qc`).
 
     Returns
     -------
     AnnData
-        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_genes``,
-        ``total_counts`` and ``pct_mito`` (computed before filtering), ``var``
-        gains ``mito`` (bool) and ``n_cells`` (detection count among kept cells).
+        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_genes``, ``total_counts`` and
+        ``pct_mito`` (computed before filtering), ``var`` gains ``mito`` and ``n_cells``;
+        ``uns["geovae_qc"]`` records per sample the cells in, removed by each rule, kept, and the
+        bounds used, plus warnings when fewer than half of the cells are kept.
 
     Raises
     ------
     ValueError
-        If ``.X`` is not integer counts, or if no cell or no gene passes.
+        If ``.X`` is not integer counts, or no cell or no gene passes (naming the rule, the observed
+        median and the config key to change).
     """
     X = as_csr(adata.X)
-    check_counts(X, "adata.X")
-    n_genes = row_positive_counts(X)
-    total = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    mito = np.asarray(adata.var_names.str.startswith(_prefixes(mito_prefix)), dtype=bool)
-    mito_total = np.asarray(X[:, mito].sum(axis=1), dtype=np.float64).ravel()
-    pct_mito = np.divide(100.0 * mito_total, total, out=np.zeros_like(total), where=total > 0)
-
-    keep_cells = (n_genes >= min_genes) & (pct_mito <= max_pct_mito)
-    if not keep_cells.any():
-        raise ValueError(
-            f"qc_rna: no cell passes min_genes={min_genes}, max_pct_mito={max_pct_mito} "
-            f"({adata.n_obs} cells; median genes per cell {np.median(n_genes):.0f}, "
-            f"median pct_mito {np.median(pct_mito):.1f})"
-        )
+    metrics = qc_metrics_rna(adata, mito_prefix)
+    samples = adata.obs[qc_sample_key].to_numpy() if qc_sample_key in adata.obs else None
+    rules = qc_rules_rna(qc, min_genes, max_pct_mito, n_mads, mito_n_mads, min_genes_floor)
+    keep_cells, record = apply_cell_qc(metrics, rules, samples, "qc_rna")
     n_cells = col_positive_counts(X[keep_cells])
     keep_genes = n_cells >= min_cells
     if not keep_genes.any():
         raise ValueError(
-            f"qc_rna: no gene is detected in min_cells={min_cells} of the "
-            f"{int(keep_cells.sum())} cells kept"
-        )
+            f"qc_rna: no gene is detected in min_cells={min_cells} of the {int(keep_cells.sum())} cells kept "
+            f"of {adata.n_obs}; lower preprocess.rna.min_cells, or keep more cells (QC record: {record['table']})")
 
+    mito = _mito_mask(adata, mito_prefix)
     out = adata[keep_cells, keep_genes].copy()
     out.X = X[keep_cells][:, keep_genes]
-    out.obs["n_genes"] = n_genes[keep_cells].astype(np.int64)
-    out.obs["total_counts"] = total[keep_cells].astype(np.float32)
-    out.obs["pct_mito"] = pct_mito[keep_cells].astype(np.float32)
+    kept = metrics[keep_cells]
+    out.obs["n_genes"] = kept["n_genes"].to_numpy(np.int64)
+    out.obs["total_counts"] = kept["total_counts"].to_numpy(np.float32)
+    out.obs["pct_mito"] = kept["pct_mito"].to_numpy(np.float32)
     out.var["mito"] = mito[keep_genes]
     out.var["n_cells"] = n_cells[keep_genes].astype(np.int64)
+    out.uns["geovae_qc"] = {"modality": "rna", "mode": qc, "sample_key": qc_sample_key if samples is not None else "",
+                            "n_vars_in": int(adata.n_vars), "n_vars_kept": int(keep_genes.sum()), **record}
     return out
 
 
@@ -217,6 +282,11 @@ def preprocess_rna(
     min_cells: int = RNA.min_cells,
     max_pct_mito: float = RNA.max_pct_mito,
     mito_prefix: str | Sequence[str] = RNA.mito_prefix,
+    qc: str = RNA.qc,
+    n_mads: float = RNA.n_mads,
+    mito_n_mads: float = RNA.mito_n_mads,
+    min_genes_floor: int = RNA.min_genes_floor,
+    qc_sample_key: str = RNA.qc_sample_key,
     n_top_genes: int = RNA.n_top_genes,
     hvg_flavor: str = RNA.hvg_flavor,
     target_sum: float = RNA.target_sum,
@@ -233,8 +303,8 @@ def preprocess_rna(
     ----------
     adata
         Raw AnnData, integer counts in ``.X``. Not modified.
-    min_genes, min_cells, max_pct_mito, mito_prefix
-        See :func:`qc_rna`.
+    min_genes, min_cells, max_pct_mito, mito_prefix, qc, n_mads, mito_n_mads, min_genes_floor, qc_sample_key
+        See :func:`qc_rna` (default: adaptive QC per sample).
     n_top_genes, hvg_flavor
         See :func:`hvg` (paper: 5,000 genes).
     target_sum
@@ -250,13 +320,18 @@ def preprocess_rna(
         ``uns["geovae_input"]`` and all parameters in ``uns["geovae_preprocess"]``.
     """
     n_obs_in, n_vars_in = adata.n_obs, adata.n_vars
-    out = qc_rna(adata, min_genes, min_cells, max_pct_mito, mito_prefix)
+    out = qc_rna(adata, min_genes, min_cells, max_pct_mito, mito_prefix, qc, n_mads, mito_n_mads, min_genes_floor,
+                 qc_sample_key)
     n_obs_qc, n_vars_qc = out.n_obs, out.n_vars
     log_normalize(out, target_sum)
     out = hvg(out, n_top_genes, hvg_flavor, layer="counts", subset=True)
     set_model_input(out, "rna", center_scale, clip)
     out.uns["geovae_preprocess"] = {
         "modality": "rna",
+        "qc": qc,
+        "n_mads": float(n_mads),
+        "mito_n_mads": float(mito_n_mads),
+        "min_genes_floor": int(min_genes_floor),
         "min_genes": int(min_genes),
         "min_cells": int(min_cells),
         "max_pct_mito": float(max_pct_mito),
