@@ -60,6 +60,15 @@ def acquire_dataset(row: Mapping[str, Any], geo_base_url: str | None = None,
     adata.uns["geovae_dataset"] = {k: ("" if v is None else str(v)) for k, v in row.items()}
     adata.uns["species"] = _species(str(row.get("species") or "unknown"),
                                     adata.uns.get("geo", {}).get("organism", []))
+    if str(row.get("modality", "rna")) == "rna":  # Ensembl IDs -> symbols (the GO gene sets use symbols)
+        from geovae.data.gene_ids import map_ensembl_ids
+
+        manifest["gene_ids"] = map_ensembl_ids(adata, str(row.get("species") or ""))
+        if manifest["gene_ids"]["applied"]:
+            g = manifest["gene_ids"]
+            print(f"dataset '{name}': {g['n_mapped']} of {g['n_ensembl']} Ensembl IDs mapped to gene symbols "
+                  f"({g['n_unmapped']} unmapped kept as IDs, {g['n_duplicate_symbols']} duplicate symbols made "
+                  f"unique); original IDs in var['gene_id']")
     manifest["n_cells"], manifest["n_features"] = int(adata.n_obs), int(adata.n_vars)
     manifest["run_info"] = run_info()
     return adata, manifest
@@ -97,7 +106,8 @@ def _load(row: Mapping[str, Any], name: str, source: str, origin: str, geo_base_
                                           base_url=geo_base_url or DEFAULT_GEO_BASE_URL,
                                           samples=samples or None, files=row.get("files") or None,
                                           adapter=row.get("adapter") or None,
-                                          modality=str(row.get("modality") or "rna"))
+                                          modality=str(row.get("modality") or "rna"),
+                                          obs_files=row.get("obs_files") or None)
         manifest.update(geo_manifest)
     else:
         raise ValueError(f"dataset '{name}': unknown source '{source}' (expected builtin, local or geo)")

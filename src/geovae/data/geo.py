@@ -693,6 +693,8 @@ def _unpack_raw_tar(tar_path: Path, dest: Path) -> dict[str, list[Path]]:
 
 
 def _tag_sample(part: AnnData, gsm: str, meta: dict[str, list[str]] | None) -> AnnData:
+    # barcodes often repeat across samples: names made unique with the GSM, the file's barcode kept
+    part.obs["barcode"] = part.obs_names.astype(str)
     part.obs_names = [f"{gsm}_{b}" for b in part.obs_names]
     info = _sample_obs(gsm, meta) if meta is not None else {"sample": gsm}
     for key, value in info.items():
@@ -728,6 +730,7 @@ def acquire_geo(
     files: str | Sequence[str] | None = None,
     adapter: str | None = None,
     modality: str = "rna",
+    obs_files: str | Sequence[str] | None = None,
 ) -> tuple[AnnData, dict[str, Any]]:
     """Download a GEO series' supplementary counts and return them as one AnnData.
 
@@ -765,6 +768,10 @@ def acquire_geo(
     modality
         ``"rna"`` or ``"atac"``: file preference and the feature type read from
         multi-modal files (10x Multiome h5: Gene Expression or Peaks).
+    obs_files
+        Shell glob(s) naming the per-cell annotation tables to join (see
+        :mod:`geovae.data.cell_metadata`); by default the series' and the read samples'
+        supplementary files that look like such tables are found and joined.
 
     Returns
     -------
@@ -874,6 +881,9 @@ def acquire_geo(
             adata = _read_group(choice["format"], paths, adapter, modality)
             used = choice["files"]
 
+        cell_tables = _join_cell_tables(adata, acc, gse, series_urls, sample_urls, plan, set(used), obs_files,
+                                        fetch, root)
+
     as_counts_csr(adata)
     check_counts(adata, source=f"{acc} ({', '.join(used)})")
     organisms = sorted({o for g in gse.gsms.values() for o in g.metadata.get("organism_ch1", [])})
@@ -891,6 +901,7 @@ def acquire_geo(
             "samples": {g: [_file_name(u) for u in us] for g, us in sample_urls.items()},
         },
         "plan": plan,
+        "cell_tables": cell_tables,
         "organism": organisms,
         "files": records,
         "n_obs": int(adata.n_obs),
@@ -945,3 +956,34 @@ def _read_raw_tar_groups(
     if not parts:
         raise ValueError(f"{acc}_RAW.tar: no sample has a usable file; members: {names}")
     return _merge(parts), plan
+
+
+def _join_cell_tables(adata: AnnData, acc: str, gse: Any, series_urls: list[str], sample_urls: dict[str, list[str]],
+                      plan: dict[str, Any], used: set[str], obs_files: str | Sequence[str] | None, fetch: Any,
+                      root: Path) -> list[dict[str, Any]]:
+    """Find (or take from ``obs_files``), download and join the series' per-cell annotation tables."""
+    from geovae.data.cell_metadata import is_cell_table_name, join_cell_tables
+
+    explicit = bool(obs_files)
+    wanted = re.compile(globs_to_regex(obs_files)) if explicit else None
+
+    def pick(names: Iterable[str]) -> list[str]:
+        return [n for n in names if n not in used and (wanted.search(n) if wanted else is_cell_table_name(n))]
+
+    read_samples = list(plan["samples"]) if plan["level"] == "samples" else list(sample_urls)
+    chosen: list[tuple[str, str | None, Path]] = []
+    for name in pick(_file_name(u) for u in series_urls):
+        chosen.append((name, None, fetch("series", [name], root / "suppl")[0]))
+    for gsm in read_samples:
+        for name in pick(_file_name(u) for u in sample_urls.get(gsm, [])):
+            chosen.append((name, gsm, fetch(gsm, [name], root / gsm)[0]))
+    if explicit and not chosen:
+        raise ValueError(f"{acc}: obs_files {obs_files!r} match no supplementary file of the series or its samples")
+    if not chosen:
+        return []
+    titles = {gsm: "; ".join(obj.metadata.get("title", [])) for gsm, obj in gse.gsms.items()}
+    records = join_cell_tables(adata, chosen, titles, explicit)
+    for rec in records:
+        log.info("%s: cell table %s: %s", acc, rec["file"], rec.get("skipped") or
+                 f"{rec['n_matched']} cells matched (rate {rec['match_rate']:.2f}), columns {rec['columns']}")
+    return records

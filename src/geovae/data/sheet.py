@@ -20,7 +20,7 @@ SHEET_COLUMNS = ("dataset", "source", "accession", "path", "modality", "species"
 #: Optional columns a sheet may add to its header (defined in the schema): GEO sample and file
 #: selection, a forced reader, and ``spatial_key`` (obsm key of spot coordinates; models that
 #: require coordinates, such as dpvae, run only on datasets that set it).
-OPTIONAL_COLUMNS = ("samples", "files", "adapter", "spatial_key")
+OPTIONAL_COLUMNS = ("samples", "files", "obs_files", "adapter", "spatial_key")
 
 class SheetError(ValueError):
     """The dataset sheet or a new row is invalid; the message names the file, row and field."""
