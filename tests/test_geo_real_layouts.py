@@ -150,3 +150,25 @@ def test_qc_page_in_the_summary(real_layout_run: Path) -> None:
     assert (real_layout_run / "results" / "dge_two" / "qc.png").stat().st_size > 0
     table = pd.read_csv(real_layout_run / "results" / "dge_two" / "qc.tsv", sep="\t")
     assert list(table["sample"]) == ["GSM9991021", "GSM9991022"]
+
+
+def test_geo_inspect_reads_only_the_soft_file_and_table_heads(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from geovae.cli import main
+
+    _series_b(tmp_path)
+    with serve_directory(tmp_path / "geo") as server:
+        code = main(["geo", "inspect", "GSE999102", "--base-url", server.url, "--cache-dir", str(tmp_path / "c")])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        table_requests = [e for e in server.log if e["path"].endswith("_cell_annotation.tsv.gz")]
+        dge_requests = [e for e in server.log if e["path"].endswith("_dge.txt.gz")]
+    assert table_requests and all(e["range"] for e in table_requests) and not dge_requests
+    assert "GSM9991021  pbmc A" in out and "_dge.txt.gz as dense" in out
+    assert "label column 'cell_type':" in out and "CD14+ Monocyte" in out
+    assert "batch column 'sample_title': pbmc A, pbmc B" in out
+    assert out.rstrip().splitlines()[-1] == "GSE999102\tgeo\tGSE999102\trna\thuman\tcell_type\tsteady_state"
+    from geovae.data.inspect import inspect_series
+
+    local = inspect_series("GSE999102", base_url=str(tmp_path / "geo"), cache_dir=tmp_path / "c2")
+    assert local["sheet_row"]["label_key"] == "cell_type" and local["plan"]["level"] == "samples"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from project_copy import ROOT, workflow_copy
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs").glob("*/*.md"))]
-FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^( *)```(\w+)[^\n]*\n(.*?)^ *```", re.M | re.S)
 
 #: Prepended to the Python blocks: the examples train for real, but for 2 epochs at most.
 PREAMBLE = """
@@ -49,7 +50,7 @@ NEEDS_GPU = {"docs/gpu.md"}
 
 
 def blocks(path: Path, language: str) -> list[str]:
-    return [code for lang, code in FENCE.findall(path.read_text()) if lang == language]
+    return [textwrap.dedent(code) for _, lang, code in FENCE.findall(path.read_text()) if lang == language]
 
 
 def _files_with(language: str) -> list[Path]:
@@ -203,3 +204,19 @@ def test_claims_of_the_readme() -> None:
     assert all(name in started for name in simulated), "docs/getting_started.md must list every simulated dataset"
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert ci.index("make run") < ci.index("make test")  # the README's order, in the same clone
+
+
+def test_yaml_blocks_are_valid_config() -> None:
+    """Every YAML block of the README and docs parses, and a config fragment passes the config check."""
+    import yaml
+
+    from geovae.workflow_config import complete_config
+
+    found = 0
+    for path in DOC_FILES:
+        for code in blocks(path, "yaml"):
+            fragment = yaml.safe_load(code)
+            if isinstance(fragment, dict):
+                complete_config(fragment)
+                found += 1
+    assert found >= 1

@@ -211,6 +211,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- geo inspect
+
+
+def cmd_geo_inspect(args: argparse.Namespace) -> int:
+    """``geovae geo inspect``: samples, files, read plan, per-cell tables and the sheet row of a series."""
+    import json
+
+    from geovae.data.inspect import format_inspection, inspect_series
+
+    info = inspect_series(args.accession, base_url=args.base_url, cache_dir=args.cache_dir, modality=args.modality)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_inspection(info))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- acquire
 
 
@@ -475,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="thread limit")
     p.add_argument("--out", metavar="TSV", help="output file (default: stdout)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("geo", formatter_class=fmt, help="look at a GEO series before running it")
+    geo_sub = p.add_subparsers(dest="geo_command", metavar="COMMAND", required=True)
+    g = geo_sub.add_parser("inspect", formatter_class=fmt, help="samples, files, read plan, cell tables, sheet row",
+                           description="List a GEO series' samples and supplementary files, the layout each would "
+                                       "be read with, the per-cell tables found (columns, values of label- and "
+                                       "batch-like columns) and the sheet row geovae would use. Reads only the "
+                                       "SOFT file and the first bytes of the cell tables.")
+    g.add_argument("accession", metavar="GSE", help="GEO series accession")
+    g.add_argument("--base-url", default=GEO.base_url, help=f"GEO root (default: {GEO.base_url})")
+    g.add_argument("--cache-dir", default=GEO.cache_dir, help=f"SOFT file cache (default: {GEO.cache_dir})")
+    g.add_argument("--modality", default="rna", choices=["rna", "atac"], help="file preference (default: rna)")
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+    g.set_defaults(func=cmd_geo_inspect)
 
     p = sub.add_parser("acquire", formatter_class=fmt, help="download a GEO series into a raw-count .h5ad",
                        description="Download the supplementary count files of a GEO series (GSE) and write "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = {"acquire", "adapters", "builtin", "geo", "readers", "sheet", "simulate", "validate"}
+_SUBMODULES = {"acquire", "adapters", "builtin", "cell_metadata", "gene_ids", "geo", "inspect", "readers", "sheet",
+               "simulate", "validate"}
 
 
 def __getattr__(name: str) -> Any:
