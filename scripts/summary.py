@@ -1,5 +1,6 @@
 """Rule summary: results/report/summary.html for the Snakemake report."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,5 +16,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     page = summary_html(pd.read_csv(inp.metrics, sep="\t"), tables["components"], tables["enrichment"],
                         tables["warnings"], tables["train_seconds"], validation=tables["validation"],
                         gsea=tables["gsea"], per_dataset=snakemake.config.get("per_dataset"),
-                        qc={Path(path).parent.name: pd.read_csv(path, sep="\t") for path in inp.qc})
+                        qc={Path(path).parent.name: pd.read_csv(path, sep="\t") for path in inp.qc},
+                        cell_tables={Path(path).parent.name: json.loads(Path(path).read_text()).get("cell_tables", [])
+                                     for path in inp.manifests})
     Path(out[0]).write_text(page)

@@ -25,6 +25,11 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         latent_dim = {**cls.default_params(), **dict(params.model_params)}.get("latent_dim")
         for message in check_trainable(adata, wc.dataset, latent_dim, params.train.get("batch_size")):
             print("WARNING:", message)
+        # the sheet's batch_key conditions the models that can use it; the others train without it
+        batch_key = params.batch_key or None
+        if batch_key and not cls.supports_batch:
+            print(f"{wc.model} does not condition on batches: batch_key {batch_key!r} used by the metrics only")
+            batch_key = None
         # every model accepts the training options (non-neural ones ignore checkpoints)
         train = {**params.train, "checkpoint_dir": params.checkpoint_dir}
         # one GPU slot per concurrent job (CUDA_VISIBLE_DEVICES), see geovae.gpu
@@ -32,7 +37,7 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
             if gpus is not None:
                 print(f"CUDA_VISIBLE_DEVICES={gpus}")
             model = fit_model(adata, model=wc.model, params=params.model_params, train=train,
-                              device=params.device, seed=int(wc.seed), progress_bar=True)
+                              device=params.device, seed=int(wc.seed), progress_bar=True, batch_key=batch_key)
         outputs = model_outputs(model)
         write_latent_table(out.latent, adata.obs_names, outputs["latent"], outputs["bottleneck"])
         model.history.to_csv(out.history, sep="\t", index=False)
@@ -40,6 +45,6 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         model.save(out.model, overwrite=True)
         write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
                                       params=dict(getattr(model, "params", {})), train=dict(params.train),
-                                      per_dataset=dict(params.per_dataset),
+                                      per_dataset=dict(params.per_dataset), batch_key=batch_key or "",
                                       training=model.metadata))
     shutil.rmtree(params.checkpoint_dir, ignore_errors=True)  # outputs complete: nothing left to resume

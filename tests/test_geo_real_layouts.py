@@ -147,6 +147,7 @@ def test_ensembl_ids_mapped_and_enrichment_significant(real_layout_run: Path) ->
 def test_qc_page_in_the_summary(real_layout_run: Path) -> None:
     summary = (real_layout_run / "results" / "report" / "summary.html").read_text()
     assert "Quality control" in summary and "ensembl_csv" in summary
+    assert "Cell annotation tables" in summary and "GSE999102_cell_annotation.tsv.gz" in summary
     assert (real_layout_run / "results" / "dge_two" / "qc.png").stat().st_size > 0
     table = pd.read_csv(real_layout_run / "results" / "dge_two" / "qc.tsv", sep="\t")
     assert list(table["sample"]) == ["GSM9991021", "GSM9991022"]

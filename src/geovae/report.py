@@ -26,7 +26,8 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                  validation: Mapping[str, pd.DataFrame] | None = None,
                  gsea: Mapping[str, pd.DataFrame] | None = None,
                  per_dataset: Mapping[str, Mapping[str, Any]] | None = None,
-                 qc: Mapping[str, pd.DataFrame] | None = None) -> str:
+                 qc: Mapping[str, pd.DataFrame] | None = None,
+                 cell_tables: Mapping[str, list[Mapping[str, Any]]] | None = None) -> str:
     """Render the run summary as a standalone HTML page.
 
     Parameters
@@ -50,6 +51,9 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
     qc
         Per dataset the QC table of the preprocess stage (``qc.tsv``: per sample cells in, removed by
         each rule, kept); a dataset that kept less than half of its cells is flagged.
+    cell_tables
+        Per dataset the per-cell annotation tables joined at acquisition (``cell_tables`` of the
+        acquire manifest: file, match rate, columns added).
     """
     parts = ["<html><head><meta charset='utf-8'><title>geovae summary</title>",
              "<style>body{font-family:sans-serif;margin:2em} .table{border-collapse:collapse;font-size:12px}"
@@ -64,6 +68,12 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
         parts += ["<h2>Training time (s)</h2>",
                   _table(pd.Series(train_seconds, name="seconds").to_frame())]
     parts += _qc_section(qc or {})
+    joined = [{"dataset": d, "file": r.get("file"), "cells matched": r.get("n_matched", ""),
+               "match rate": r.get("match_rate"), "joined by": r.get("key", ""),
+               "columns": ", ".join(r.get("columns", [])) or r.get("skipped", "")}
+              for d, records in (cell_tables or {}).items() for r in records]
+    if joined:
+        parts += ["<h2>Cell annotation tables</h2>", _table(pd.DataFrame(joined).set_index(["dataset", "file"]))]
     if per_dataset:
         rows = [{"dataset": d, "setting": key, "value": value}
                 for d, block in per_dataset.items() for key, value in _flatten(block)]

@@ -11,6 +11,7 @@ rule summary:
         gsea=run_targets("results/{dataset}/{model}/{seed}/gsea.tsv"),
         train_info=run_targets("results/{dataset}/{model}/{seed}/train_info.json"),
         qc=[f"results/{d}/qc.tsv" for d in DATASETS.index],
+        manifests=[f"results/{d}/acquire_manifest.json" for d in DATASETS.index],
     output:
         report(
             "results/report/summary.html",

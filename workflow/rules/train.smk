@@ -19,6 +19,7 @@ rule train:
     params:
         modality=modality,
         model_params=model_params,
+        batch_key=lambda wc: DATASETS.loc[wc.dataset, "batch_key"],
         train=lambda wc: dcfg(wc)["train"],
         per_dataset=lambda wc: dcfg(wc)["per_dataset"],
         device=config["device"],

@@ -15,6 +15,7 @@ the *model* class is the user API around AnnData):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -142,6 +143,8 @@ class BaseModel:
     model_name: ClassVar[str] = "base"
     #: Parameters fixed by a preset subclass (a clash with a user value is an error).
     _fixed: ClassVar[dict[str, Any]] = {}
+    #: Whether the model conditions on ``setup_anndata(batch_key=...)``; one that cannot refuses it.
+    supports_batch: ClassVar[bool] = False
 
     def __init__(self, adata: Any, **params: Any) -> None:
         if SETUP_KEY not in adata.uns:
@@ -203,15 +206,21 @@ class BaseModel:
         layer
             Layer with raw, non-negative counts; None uses ``adata.X``.
         batch_key
-            Optional ``adata.obs`` column with batch labels (recorded only).
+            Optional ``adata.obs`` column with batch labels. Models with :attr:`supports_batch`
+            (LiVAE, its ablations, the beta-VAE family, dp-VAE, scvi-tools) condition encoder and
+            decoder on it; the others refuse it.
 
         Raises
         ------
         KeyError
             If the layer or batch column is missing.
         ValueError
-            If the counts contain negative or non-finite values.
+            If the counts contain negative or non-finite values, or the model cannot use a batch key.
         """
+        if batch_key and not cls.supports_batch:
+            raise ValueError(f"{cls.__name__} cannot condition on batches (batch_key={batch_key!r}): pass "
+                             "batch_key=None, or use a model that does (geovae models: livae, vae, the beta-VAE "
+                             "family, dpvae, scvi); batch mixing is still measured by the iLISI metric")
         where = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
         counts = counts_matrix(adata, layer)
         if counts.shape != adata.shape:
@@ -225,6 +234,7 @@ class BaseModel:
             "batch_key": batch_key if batch_key is not None else "",
             "n_vars": int(adata.n_vars),
             "n_batches": int(adata.obs[batch_key].nunique()) if batch_key is not None else 1,
+            "batch_categories": sorted(map(str, adata.obs[batch_key].astype(str).unique())) if batch_key else [],
         }
 
     def _counts(self, adata: Any) -> Any:
@@ -352,10 +362,40 @@ class NeuralModel(BaseModel):
     """
 
     module_class: ClassVar[type[nn.Module]]
+    #: Modules built on :class:`~geovae.models.livae_module.LiVAEModule` condition on batches.
+    supports_batch: ClassVar[bool] = True
 
     def __init__(self, adata: Any, **params: Any) -> None:
         super().__init__(adata, **params)
         self.module = self._build_module(seed=0)
+
+    @property
+    def batch_categories(self) -> list[str]:
+        """Batches the model is conditioned on (``setup_anndata(batch_key=...)``; empty when none)."""
+        categories = list(self.registry.get("batch_categories", []) or [])
+        return [str(c) for c in categories] if self.registry.get("batch_key") and len(categories) >= 2 else []
+
+    def _condition_on_batches(self, module: nn.Module) -> nn.Module:
+        """Widen the module's encoder and decoder inputs by the one-hot batch code (when conditioned)."""
+        if self.batch_categories:
+            module.add_batch_conditioning(len(self.batch_categories))
+        return module
+
+    def _batch_codes(self, adata: Any) -> dict[str, np.ndarray]:
+        """``{"batch": one-hot (n_obs x n_batch)}`` of ``adata``'s cells, or ``{}`` without conditioning."""
+        categories = self.batch_categories
+        if not categories:
+            return {}
+        key = self.registry["batch_key"]
+        if key not in adata.obs:
+            raise KeyError(f"{type(self).__name__} is conditioned on batches of obs[{key!r}], which this adata lacks")
+        labels = adata.obs[key].astype(str).to_numpy()
+        index = pd.Index(categories).get_indexer(labels)
+        if (index < 0).any():
+            unknown = sorted(set(labels[index < 0]))[:5]
+            raise ValueError(f"{type(self).__name__}: obs[{key!r}] has batches the model was not trained on: "
+                             f"{unknown}; known: {categories}")
+        return {"batch": np.eye(len(categories), dtype=np.float32)[index]}
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -369,11 +409,12 @@ class NeuralModel(BaseModel):
         # seeded initialisation without disturbing the caller's global RNG
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.module_class(n_input=len(self.var_names), **self.params)
+            return self._condition_on_batches(self.module_class(n_input=len(self.var_names), **self.params))
 
     def _batches(self, adata: Any, with_counts: bool) -> AnnDataBatches:
         """Minibatch source of ``adata`` (override to add per-cell arrays, e.g. spatial coordinates)."""
-        return AnnDataBatches(adata.X, self._counts(adata) if with_counts else None, self.input_transform)
+        return AnnDataBatches(adata.X, self._counts(adata) if with_counts else None, self.input_transform,
+                              obs_arrays=self._batch_codes(adata))
 
     # -- training
     def train(self, **options: Any) -> None:
@@ -398,7 +439,8 @@ class NeuralModel(BaseModel):
             lists them all. An unknown option raises :class:`TypeError` naming it.
         """
         config = training_config({**options, "checkpoint_key": json.dumps(
-            {"model": self.model_name, "params": self.params}, sort_keys=True, default=str)},
+            {"model": self.model_name, "params": self.params, "batches": self.batch_categories},
+            sort_keys=True, default=str)},
             owner=f"{type(self).__name__}.train")
         seed = config.seed
         if not self.is_trained:
@@ -434,8 +476,12 @@ class NeuralModel(BaseModel):
         chunks = []
         for start in range(0, data.n_obs, batch_size):
             idx = np.arange(start, min(start + batch_size, data.n_obs))
-            x = torch.from_numpy(data.get(idx, with_counts=False)["x"]).to(device)
-            chunks.append(transform(self.module, x).float().cpu().numpy())
+            part = data.get(idx, with_counts=False)
+            x = torch.from_numpy(part["x"]).to(device)
+            code = torch.from_numpy(part["batch"]).to(device) if "batch" in part else None
+            conditioned = getattr(self.module, "conditioned_on", None)
+            with conditioned(code) if conditioned is not None else contextlib.nullcontext():
+                chunks.append(transform(self.module, x).float().cpu().numpy())
         return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, width), dtype=np.float32)
 
     def get_latent_representation(self, adata: Any | None = None, give_mean: bool = True,

@@ -133,7 +133,7 @@ class DPVAE(NeuralModel):
         module_params = {k: v for k, v in self.params.items() if k != "spatial_key"}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.module_class(n_input=len(self.var_names), **module_params)
+            return self._condition_on_batches(self.module_class(n_input=len(self.var_names), **module_params))
 
     def _normalise(self, coords: np.ndarray) -> np.ndarray:
         return (np.asarray(coords, dtype=np.float64) - self.spatial_center) / self.spatial_scale
@@ -147,7 +147,7 @@ class DPVAE(NeuralModel):
             raise ValueError(f"{type(self).__name__}: adata.obsm[{self.params['spatial_key']!r}] has "
                              f"{coords.shape[1]} columns, the model was set up with {len(self.spatial_center)}")
         return AnnDataBatches(adata.X, self._counts(adata), self.input_transform,
-                              obs_arrays={"spatial": self._normalise(coords)})
+                              obs_arrays={"spatial": self._normalise(coords), **self._batch_codes(adata)})
 
     # -- persistence of the coordinate normalisation
     def _extra_meta(self) -> dict[str, Any]:

@@ -178,4 +178,5 @@ class DPVAEModule(LiVAEModule):
         if "spatial" not in batch:
             raise KeyError("DPVAEModule.loss needs batch['spatial'] (spot coordinates); "
                            "batches from DPVAE._batches provide it")
-        return self(batch["x"], batch["counts"], batch["spatial"], batch.get("library"))
+        with self.conditioned_on(batch.get("batch")):
+            return self(batch["x"], batch["counts"], batch["spatial"], batch.get("library"))

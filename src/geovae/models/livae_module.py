@@ -7,7 +7,8 @@ terms. Data handling lives in :mod:`geovae.training`, the user API in :mod:`geov
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -158,6 +159,56 @@ class LiVAEModule(nn.Module):
             # gene-specific log inverse dispersion; theta = exp(log_theta)
             self.log_theta = nn.Parameter(torch.zeros(n_input))
 
+    # ------------------------------------------------------ batch conditioning
+    n_batch: int = 0
+    _batch_code: torch.Tensor | None = None
+
+    def add_batch_conditioning(self, n_batch: int) -> None:
+        """Condition the decoder on a one-hot batch code of width ``n_batch``, as scVI does by default.
+
+        The decoder's first layer (input ``z``) is rebuilt with ``n_batch`` more inputs (freshly
+        initialised: call before training); during :meth:`conditioned_on` the code is appended to
+        its input, so the decoder explains the batch effect and the KL term keeps it out of ``z``.
+        The encoder sees ``x`` only (scVI's ``encode_covariates=False``): on a simulated two-batch
+        set, also conditioning the encoder mixed the batches less (iLISI 1.58 vs 1.77 after 150
+        epochs; ``tests/test_batch_conditioning.py`` builds that set).
+
+        Parameters
+        ----------
+        n_batch
+            Number of batches (>= 2).
+        """
+        if n_batch < 2:
+            raise ValueError(f"batch conditioning needs at least 2 batches, got {n_batch}")
+        first = self.decoder[0]
+        self.decoder[0] = Linear(first.in_features + n_batch, first.out_features)
+        self.n_batch = int(n_batch)
+
+    @contextlib.contextmanager
+    def conditioned_on(self, batch_code: torch.Tensor | None) -> Iterator[None]:
+        """Within the block, the decoder sees ``batch_code`` (``n x n_batch`` one-hot rows of the
+        cells being decoded); a module without batch conditioning ignores it."""
+        if self.n_batch and batch_code is None:
+            raise ValueError(f"this {type(self).__name__} is conditioned on {self.n_batch} batches: "
+                             "its batches need the one-hot 'batch' code")
+        previous, self._batch_code = self._batch_code, batch_code if self.n_batch else None
+        try:
+            yield
+        finally:
+            self._batch_code = previous
+
+    def _with_batch(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` with the current batch code appended (rows repeated for stacked decoder paths)."""
+        if not self.n_batch:
+            return h
+        code = self._batch_code.to(h.dtype)
+        if h.shape[0] != code.shape[0]:
+            code = code.repeat(h.shape[0] // code.shape[0], 1)
+        return torch.cat([h, code], dim=-1)
+
+    def _decoder_hidden(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self._with_batch(z))
+
     # ----------------------------------------------------------------- pieces
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters ``(mu, logvar)`` of ``q(z | x)``, each ``(n, latent_dim)``."""
@@ -186,7 +237,7 @@ class LiVAEModule(nn.Module):
             ``rho`` (softmax proportions), ``mu`` (= rho * library), and where the
             likelihood needs them ``theta`` (per feature) and ``zi_logits``. Always float32.
         """
-        h = self.decoder(z)
+        h = self._decoder_hidden(z)
         rho = torch.softmax(self.dec_rho(h).float(), dim=-1)
         out = {"rho": rho, "mu": rho * library.float()}
         if self.likelihood in ("nb", "zinb"):
@@ -256,7 +307,7 @@ class LiVAEModule(nn.Module):
         n, n_paths = latents[0].shape[0], len(latents)
         stacked = latents[0] if n_paths == 1 else torch.cat(latents, dim=0)
         if self._fused_nb_ok(counts_nz):
-            logits = self.dec_rho(self.decoder(stacked)).float().reshape(n_paths, n, -1)
+            logits = self.dec_rho(self._decoder_hidden(stacked)).float().reshape(n_paths, n, -1)
             ll = softmax_nb_log_likelihood(logits, library, self.log_theta, counts_nz[0], counts_nz[1],
                                            _feature(counts_nz), positive_integers=_positive_integers(counts_nz))
             return [-ll[p] / n for p in range(n_paths)]
@@ -358,7 +409,8 @@ class LiVAEModule(nn.Module):
         """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``
         and the non-zero counts (``counts_nz_index``, ``counts_nz_value``)."""
         counts_nz = self._batch_nz(batch)
-        return self(batch["x"], self._dense_counts(batch, counts_nz), batch.get("library"), counts_nz)
+        with self.conditioned_on(batch.get("batch")):
+            return self(batch["x"], self._dense_counts(batch, counts_nz), batch.get("library"), counts_nz)
 
     def _dense_counts(self, batch: Mapping[str, torch.Tensor], counts_nz: SparseCounts | None) -> torch.Tensor | None:
         """The batch's dense ``counts``, or None where the loss works from ``counts_nz`` and

@@ -135,6 +135,9 @@ class ScviToolsModel(BaseModel):
         When scvi-tools is not installed (the message says how to install it).
     """
 
+    #: scvi-tools conditions on the batch itself (``setup_anndata(batch_key=...)``).
+    supports_batch: ClassVar[bool] = True
+
     model_name: ClassVar[str] = "scvi-tools"
     #: ``"module:Class"`` of the scvi-tools model.
     scvi_target: ClassVar[str] = ""

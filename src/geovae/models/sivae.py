@@ -159,6 +159,8 @@ class SiVAE(NeuralModel):
     #: the paper's default likelihood is Gaussian on the normalised input, whatever the modality
     likelihood_follows_modality = False
     module_class: ClassVar[type] = SiVAEModule
+    #: siVAE's cell- and feature-wise networks take no batch code.
+    supports_batch: ClassVar[bool] = False
 
     def __init__(self, adata: Any, **params: Any) -> None:
         super().__init__(adata, **params)
