@@ -19,7 +19,7 @@ from anndata import AnnData
 from geovae.data.acquire import acquire_dataset
 from geovae.data.adapters import read_fragments, read_multiome, read_visium
 from geovae.data.geo import acquire_geo, globs_to_regex, group_by_sample, plan_files
-from geovae.data.readers import detect_adapter, read_local
+from geovae.data.local import detect_adapter, read_local
 
 try:
     import geo_server as gs

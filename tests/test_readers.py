@@ -14,15 +14,14 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
+from geovae.data.local import detect_adapter, read_local
 from geovae.data.readers import (
-    detect_adapter,
     detect_orientation,
     find_10x_triplets,
     read_10x_h5,
     read_10x_mtx,
     read_dense,
     read_h5ad_counts,
-    read_local,
 )
 from geovae.data.validate import as_counts_csr, check_counts
 

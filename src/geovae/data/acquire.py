@@ -90,7 +90,7 @@ def _load(row: Mapping[str, Any], name: str, source: str, origin: str, geo_base_
         adata = load_builtin(str(row["accession"]))
         manifest["builtin"] = str(row["accession"])
     elif source == "local":
-        from geovae.data.readers import read_local
+        from geovae.data.local import read_local
 
         path = Path(str(row["path"]))
         if not path.exists():

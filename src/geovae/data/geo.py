@@ -9,7 +9,7 @@ Steps of :func:`acquire_geo`:
    HTTP(S) mirror, a local directory or a ``file://`` URL);
 3. choose the files to use (see :func:`plan_files`), download them (streaming,
    resumable ``.part`` files with HTTP Range, retries with exponential backoff,
-   size check, sha256) and read them with :func:`geovae.data.readers.read_local`;
+   size check, sha256) and read them with :func:`geovae.data.local.read_local`;
 4. concatenate samples with ``obs["sample"]`` (GSM id) plus the sample title
    and ``characteristics_ch1`` ``key: value`` pairs as obs columns.
 
@@ -50,7 +50,8 @@ import anndata as ad
 import pandas as pd
 from anndata import AnnData
 
-from geovae.data.readers import find_10x_triplets, read_local
+from geovae.data.local import read_local
+from geovae.data.readers import find_10x_triplets
 from geovae.data.validate import as_counts_csr, check_counts
 from geovae.options import GEO
 
@@ -764,7 +765,7 @@ def acquire_geo(
         filter the members too unless they match none of them.
     adapter
         Force the adapter used for every chosen file (a key of
-        :data:`geovae.data.readers.ADAPTERS`) instead of the automatic choice.
+        :data:`geovae.data.local.ADAPTERS`) instead of the automatic choice.
     modality
         ``"rna"`` or ``"atac"``: file preference and the feature type read from
         multi-modal files (10x Multiome h5: Gene Expression or Peaks).

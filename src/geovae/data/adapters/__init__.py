@@ -2,7 +2,7 @@
 
 The basic adapters (``h5ad``, ``10x_mtx``, ``10x_h5``, ``dense``, ``tar``) live in
 :mod:`geovae.data.readers`; this package adds the less common GEO formats and
-registers them in :data:`geovae.data.readers.ADAPTERS` on import.
+lists them in :data:`BUILTIN_ADAPTERS`, which :mod:`geovae.data.local` registers.
 
 ========== ===========================================================================
 adapter    input
@@ -23,17 +23,17 @@ visium     Space Ranger ``filtered_feature_bc_matrix.h5`` + ``tissue_positions*.
 Writing a new adapter
 ---------------------
 An adapter is a function ``fn(path: Path, **options) -> AnnData`` returning
-cells x features raw counts (any matrix type; :func:`geovae.data.readers.read_local`
+cells x features raw counts (any matrix type; :func:`geovae.data.local.read_local`
 converts ``.X`` to CSR float32, makes names unique and validates the counts).
 ``path`` is the main file (or directory); companion files are found next to it
 (every GEO sample is downloaded into its own folder). Options it may accept,
 passed only when the function's signature names them: ``orientation``,
 ``modality`` (``"rna"``/``"atac"``) and ``min_fragments``. Register it with::
 
-    from geovae.data.readers import register_adapter
+    from geovae.data.local import register_adapter
     register_adapter("my_format", read_my_format, detect=lambda p: p.name.endswith(".myf"))
 
-``detect`` (optional) lets :func:`geovae.data.readers.detect_adapter` choose it
+``detect`` (optional) lets :func:`geovae.data.local.detect_adapter` choose it
 automatically; otherwise name it in the dataset sheet's ``adapter`` column (and,
 for GEO, select its files with the ``files`` glob column).
 """
@@ -49,9 +49,9 @@ from geovae.data.adapters.atac import (
 from geovae.data.adapters.h5mu import read_h5mu
 from geovae.data.adapters.multiome import read_multiome, read_multiome_modality
 from geovae.data.adapters.other import read_loom, read_visium, use_gene_symbols
-from geovae.data.readers import register_adapter
 
 __all__ = [
+    "BUILTIN_ADAPTERS",
     "annotate_peaks",
     "find_peak_triplets",
     "read_atac_mtx",
@@ -88,9 +88,12 @@ def _is_peak_mtx(path):  # noqa: ANN001, ANN202
     return any(t["matrix"] == path.name for t in find_peak_triplets(names))
 
 
-register_adapter("loom", read_loom, detect=_is_loom)
-register_adapter("fragments", read_fragments, detect=_is_fragments)
-register_adapter("atac_mtx", read_atac_mtx, detect=_is_peak_mtx)
-register_adapter("multiome", read_multiome_modality)
-register_adapter("h5mu", read_h5mu, detect=_is_h5mu)
-register_adapter("visium", read_visium)
+#: (name, reader, detect) of the format adapters, registered by :mod:`geovae.data.local`.
+BUILTIN_ADAPTERS = (
+    ("loom", read_loom, _is_loom),
+    ("fragments", read_fragments, _is_fragments),
+    ("atac_mtx", read_atac_mtx, _is_peak_mtx),
+    ("multiome", read_multiome_modality, None),
+    ("h5mu", read_h5mu, _is_h5mu),
+    ("visium", read_visium, None),
+)
