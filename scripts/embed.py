@@ -1,4 +1,4 @@
-"""Rule embed: latent means -> embedding.h5ad (X_latent, X_bottleneck, X_umap, X_tsne) and figures."""
+"""Rule embed: the run's latent.h5ad -> embedding.h5ad (the same plus X_umap, X_tsne) and figures."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import anndata as ad
 
 from geovae.embedding import embed_2d
-from geovae.io import read_latent_table
+from geovae.run_folder import read_latent
 from geovae.pl import embedding_scatter
 from geovae.runinfo import atomic_outputs, log_to, provenance, run_info, write_json
 from geovae.workflow_config import dataset_config
@@ -15,17 +15,12 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     wc, params = snakemake.wildcards, snakemake.params
     data = ad.read_h5ad(snakemake.input.data, backed="r")
     obs = data.obs.copy()
-    cells, latent, bottleneck = read_latent_table(snakemake.input.latent)
-    if list(cells) != list(obs.index):
-        raise ValueError(f"{snakemake.input.latent}: cells differ from {snakemake.input.data}")
+    result = read_latent(snakemake.input.latent, cells=obs.index)
     training = json.loads(Path(snakemake.input.train_info).read_text()).get("training", {})
     settings = params.settings
-    coords, seconds = embed_2d(latent, n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
+    coords, seconds = embed_2d(result.obsm["X_latent"], n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
                                perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads)
-    result = ad.AnnData(obs=obs)
-    result.obsm["X_latent"] = latent
-    if bottleneck is not None:
-        result.obsm["X_bottleneck"] = bottleneck
+    result.obs = obs
     result.obsm.update(coords)
     if "program_usage" in data.obsm:  # simulated ground truth, used by the program-recovery metrics
         result.obsm["program_usage"] = data.obsm["program_usage"]

@@ -3,15 +3,15 @@
 import anndata as ad
 
 from geovae.interpretation import interpret_run
-from geovae.models.sivae import read_loadings
+from geovae.run_folder import read_latent, run_loadings
 from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
 
 with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
     adata = ad.read_h5ad(snakemake.input.data)
-    embedding = ad.read_h5ad(snakemake.input.embedding)[adata.obs_names]
+    embedding = read_latent(snakemake.input.embedding, cells=adata.obs_names)
     adata.obsm["X_latent"] = embedding.obsm["X_latent"]
-    loadings, centrality = read_loadings(snakemake.input.model)  # siVAE-like models: loadings.tsv.gz
+    loadings, centrality = run_loadings(embedding)  # models with feature loadings (siVAE, PCA, NMF, ...)
     result = interpret_run(adata, latent_key="X_latent", modality=params.modality, gmt=params.gmt or None,
                            n_top=params.n_top, min_coverage=params.min_coverage,
                            gsea_permutations=params.gsea_permutations, seed=int(wc.seed),

@@ -1,4 +1,4 @@
-"""Rule train: preprocessed AnnData -> saved model, latent means, loss history and curves.
+"""Rule train: preprocessed AnnData -> the run folder's model, latent.h5ad, loss history and curves.
 
 Training checkpoints to ``params.checkpoint_dir`` (not a declared output, so Snakemake keeps it when
 the job fails or is killed, and a rerun with the same parameters resumes from it); it is removed
@@ -11,11 +11,10 @@ import anndata as ad
 
 from geovae.data.validate import check_trainable
 from geovae.gpu import visible_devices_for_job
-from geovae.io import write_latent_table
 from geovae.models import get_model
-from geovae.pl import loss_curves
-from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
-from geovae.tl import fit_model, model_outputs
+from geovae.run_folder import write_training_outputs
+from geovae.runinfo import atomic_outputs, log_to, run_info
+from geovae.tl import fit_model
 
 with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
@@ -38,13 +37,10 @@ with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
                 print(f"CUDA_VISIBLE_DEVICES={gpus}")
             model = fit_model(adata, model=wc.model, params=params.model_params, train=train,
                               device=params.device, seed=int(wc.seed), progress_bar=True, batch_key=batch_key)
-        outputs = model_outputs(model)
-        write_latent_table(out.latent, adata.obs_names, outputs["latent"], outputs["bottleneck"])
-        model.history.to_csv(out.history, sep="\t", index=False)
-        loss_curves(model.history, out.loss, title=f"{wc.model} on {wc.dataset} (seed {wc.seed})")
-        model.save(out.model, overwrite=True)
-        write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
-                                      params=dict(getattr(model, "params", {})), train=dict(params.train),
-                                      per_dataset=dict(params.per_dataset), batch_key=batch_key or "",
-                                      training=model.metadata))
+        record = run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed),
+                          params=dict(getattr(model, "params", {})), train=dict(params.train),
+                          per_dataset=dict(params.per_dataset), batch_key=batch_key or "", training=model.metadata)
+        write_training_outputs(model, adata, model_dir=out.model, latent=out.latent, history=out.history,
+                               info=out.info, record=record, loss=out.loss,
+                               title=f"{wc.model} on {wc.dataset} (seed {wc.seed})")
     shutil.rmtree(params.checkpoint_dir, ignore_errors=True)  # outputs complete: nothing left to resume

@@ -67,7 +67,7 @@ def test_every_output_exists(tiny_run: Path) -> None:
         manifest = json.loads((base / "acquire_manifest.json").read_text())
         assert manifest["dataset"] == dataset and manifest["n_cells"] > 0
         run = base / "livae" / "0"
-        for name in ("latent.tsv.gz", "history.tsv", "train_info.json", "loss.png", "embedding.h5ad",
+        for name in ("latent.h5ad", "history.tsv", "train_info.json", "loss.png", "embedding.h5ad",
                      "umap.png", "tsne.png", "metrics.tsv", "components.tsv", "component_genes.tsv",
                      "enrichment.tsv", "enrichment_dotplot.png", "component_heatmap.png", "interpret_info.json"):
             assert (run / name).stat().st_size > 0, f"{run / name} missing or empty"
@@ -156,7 +156,7 @@ def test_seeds_from_the_command_line(tmp_path: Path) -> None:
     proc = _snakemake("-n", "--forceall", "--cores", "1", "--config", "seeds=[0,1]", cwd=workflow_copy(tmp_path / "p"))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "results/pbmc68k/livae/1/latent.tsv.gz" in out
+    assert "results/pbmc68k/livae/1/latent.h5ad" in out
 
 
 def test_minimal_sheet_builds_every_stage(tmp_path: Path) -> None:

@@ -111,13 +111,11 @@ def _read_h5ad(path: str) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``geovae train``: (preprocess,) train one model, write model dir, latent table, embedding."""
-    import anndata as ad
-
+    """``geovae train``: (preprocess,) train one model and write its run folder (as the pipeline's)."""
     from geovae import tl
-    from geovae.io import write_latent_table
     from geovae.models import get_model
-    from geovae.runinfo import run_info, write_json
+    from geovae.run_folder import LATENT_FILE, write_training_outputs
+    from geovae.runinfo import run_info
 
     try:
         cls = get_model(args.model)
@@ -159,24 +157,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                          seed=args.seed, layer=args.layer, batch_key=args.batch_key,
                          progress_bar=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model", overwrite=args.overwrite)
-    outputs = tl.model_outputs(model)
-    latent, bottleneck = outputs["latent"], outputs["bottleneck"]
-    write_latent_table(out / "latent.tsv.gz", adata.obs_names, latent, bottleneck)
-    model.history.to_csv(out / "history.tsv", sep="\t", index=False)
-
-    result = ad.AnnData(obs=adata.obs.copy())
-    result.obsm["X_latent"] = latent
-    if bottleneck is not None:
-        result.obsm["X_bottleneck"] = bottleneck
+    record = run_info(input=str(args.input), model=args.model, seed=args.seed, params=resolved, train=train,
+                      training=model.metadata)
+    result = write_training_outputs(model, adata, model_dir=out / "model", latent=out / LATENT_FILE,
+                                   history=out / "history.tsv", info=out / "train_info.json", record=record,
+                                   loss=out / "loss.png", title=f"{args.model} on {Path(args.input).name}")
     if not args.no_2d:
         tl.umap(result, use_rep="X_latent", seed=args.seed)
         tl.tsne(result, use_rep="X_latent", seed=args.seed)
-    result.uns["geovae_train"] = tl._h5ad_safe(dict(getattr(model, "metadata", {})))
     result.write_h5ad(out / "embedding.h5ad")
-    write_json(out / "train_info.json", run_info(input=str(args.input), model=args.model, seed=args.seed,
-                                                 params=resolved, train=train, training=model.metadata))
-    _say(args, f"wrote {out}/model, latent.tsv.gz, history.tsv, embedding.h5ad, train_info.json")
+    _say(args, f"wrote {out}/model, {LATENT_FILE}, history.tsv, loss.png, embedding.h5ad, train_info.json")
     return EXIT_OK
 
 
@@ -443,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", formatter_class=fmt, help="train a model on one .h5ad and embed it",
                        description="Train one model on an AnnData file and write, under --out: model/ "
-                                   "(LiVAE.load-able), latent.tsv.gz, history.tsv, embedding.h5ad (obsm X_latent, "
+                                   "(LiVAE.load-able), latent.h5ad, history.tsv, loss.png, embedding.h5ad (obsm X_latent, "
                                    "X_bottleneck, X_umap, X_tsne) and train_info.json. A preprocessed input "
                                    "(written by geovae.pp, uns['geovae_input'] present) is used as is; raw counts "
                                    "are preprocessed first with --modality (and written to preprocessed.h5ad).",
@@ -465,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=TRAIN.seed,
                    help=f"seed of weights, minibatches and 2-D embeddings (default {TRAIN.seed})")
     p.add_argument("--layer", default="counts", help="layer with raw counts (default: counts)")
-    p.add_argument("--batch-key", help="obs column with batches (recorded)")
+    p.add_argument("--batch-key", help="obs column with batches (the models that can condition on it do)")
     p.add_argument("--no-2d", action="store_true", help="skip UMAP and t-SNE")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/model")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")

@@ -4,7 +4,7 @@
 rule embed:
     input:
         data="results/{dataset}/preprocessed.h5ad",
-        latent="results/{dataset}/{model}/{seed}/latent.tsv.gz",
+        latent="results/{dataset}/{model}/{seed}/latent.h5ad",
         train_info="results/{dataset}/{model}/{seed}/train_info.json",
     output:
         h5ad="results/{dataset}/{model}/{seed}/embedding.h5ad",

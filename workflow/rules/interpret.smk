@@ -6,7 +6,6 @@ rule interpret:
     input:
         data="results/{dataset}/preprocessed.h5ad",
         embedding="results/{dataset}/{model}/{seed}/embedding.h5ad",
-        model="results/{dataset}/{model}/{seed}/model",  # loadings.tsv.gz of models that have loadings (siVAE)
     output:
         components="results/{dataset}/{model}/{seed}/components.tsv",
         genes="results/{dataset}/{model}/{seed}/component_genes.tsv",

@@ -6,7 +6,7 @@ rule train:
         "results/{dataset}/preprocessed.h5ad",
     output:
         model=directory("results/{dataset}/{model}/{seed}/model"),
-        latent="results/{dataset}/{model}/{seed}/latent.tsv.gz",
+        latent="results/{dataset}/{model}/{seed}/latent.h5ad",
         history="results/{dataset}/{model}/{seed}/history.tsv",
         info="results/{dataset}/{model}/{seed}/train_info.json",
         loss=report(
