@@ -10,7 +10,6 @@ Keys written:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping
 
 import anndata as ad
@@ -46,9 +45,12 @@ def resolve_params(adata: ad.AnnData, params: Mapping[str, Any] | None, model_cl
         A copy of ``params`` with a concrete ``likelihood``.
     """
     resolved = dict(params or {})
-    takes_likelihood = model_cls is not None and any(
-        "likelihood" in inspect.signature(klass.__init__).parameters
-        for klass in model_cls.__mro__ if "__init__" in vars(klass))
+    takes_likelihood = False
+    if model_cls is not None:
+        try:  # the model's declared parameters (scvi-tools wrappers raise without scvi-tools)
+            takes_likelihood = "likelihood" in model_cls.default_params()
+        except ImportError:
+            takes_likelihood = False
     # a model whose own default is not a modality count likelihood (siVAE: gaussian) keeps it when unset
     follows_modality = model_cls is None or getattr(model_cls, "likelihood_follows_modality", True)
     if resolved.get("likelihood", "auto") == "auto" and (

@@ -131,6 +131,21 @@ def read_saved_meta(dir_path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _like(default: Any, value: Any, name: str) -> Any:
+    """``value`` cast to the type of ``default`` (bool, int, float); other values unchanged."""
+    if value is None or default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, int):
+        if float(value) != int(float(value)):
+            raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+        return int(float(value))
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
 # ------------------------------------------------------------------------- base model
 class BaseModel:
     """Interface shared by every model of the zoo (see the module docstring).
@@ -168,13 +183,17 @@ class BaseModel:
 
     @classmethod
     def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Defaults filled in; unknown names raise :class:`TypeError` listing the accepted ones."""
+        """Defaults filled in and values cast to the type of their default (``8.0`` -> ``8`` for an
+        integer, ``1`` -> ``1.0`` for a float); unknown names raise :class:`TypeError` naming the
+        nearest accepted one."""
+        from geovae.options import nearest
+
         defaults = cls.default_params()
         unknown = sorted(set(params) - set(defaults))
         if unknown:
-            raise TypeError(f"model {cls.model_name!r} got unknown parameter(s) {unknown}; "
-                            f"accepted: {sorted(defaults)}")
-        return {**defaults, **params}
+            raise TypeError(f"model {cls.model_name!r} got unknown parameter(s) {unknown}"
+                            f"{nearest(unknown[0], defaults)}; accepted: {sorted(defaults)}")
+        return {**defaults, **{k: _like(defaults[k], v, k) for k, v in params.items()}}
 
     def _init(self, adata: Any, params: dict[str, Any], registry: dict[str, Any],
               transform: InputTransform, var_names: list[str]) -> None:

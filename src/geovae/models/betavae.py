@@ -42,18 +42,11 @@ class _BetaFamilyModel(NeuralModel):
     adata
         AnnData registered with :meth:`setup_anndata` (``.X`` model input, counts layer for the
         likelihood), as for :class:`~geovae.models.livae.LiVAE`.
-    latent_dim, hidden_dim
-        Dimension of z and width of the hidden layers (defaults 10 and 128, as LiVAE).
-    likelihood
-        ``"nb"`` (default), ``"zinb"``, ``"poisson"`` or ``"zip"`` (``"auto"`` in the pipeline config).
     **params
-        The regulariser's weights (see each class); unknown names raise :class:`TypeError`.
+        The module's parameters (its signature holds the defaults): ``latent_dim``, ``hidden_dim``,
+        ``likelihood`` (``"auto"`` in the pipeline config) and the regulariser's weights (see each
+        class); unknown names raise :class:`TypeError`.
     """
-
-    def __init__(self, adata: Any, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 **params: Any) -> None:
-        super().__init__(adata, latent_dim=int(latent_dim), hidden_dim=int(hidden_dim), likelihood=likelihood,
-                         **params)
 
 
 class BetaVAE(_BetaFamilyModel):

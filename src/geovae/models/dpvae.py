@@ -73,10 +73,12 @@ class DPVAE(NeuralModel):
         AnnData registered with :meth:`setup_anndata`, with spot coordinates in
         ``adata.obsm[spatial_key]``.
     spatial_key
-        ``adata.obsm`` key of the coordinates (default ``"spatial"``, the scanpy/squidpy convention).
-    latent_dim, hidden_dim, likelihood, beta_kl, elbo_weight, dp_weight, mask_radius
-        Network and loss parameters of :class:`~geovae.models.dpvae_module.DPVAEModule`
-        (paper eq. 4: ``elbo_weight`` = alpha1, ``dp_weight`` = alpha2, ``beta_kl`` = beta).
+        ``adata.obsm`` key of the coordinates (default :attr:`DEFAULT_SPATIAL_KEY`).
+    **params
+        Network and loss parameters of :class:`~geovae.models.dpvae_module.DPVAEModule`, whose
+        signature holds the defaults: ``latent_dim``, ``hidden_dim``, ``likelihood``, ``beta_kl``,
+        ``elbo_weight``, ``dp_weight``, ``mask_radius`` (paper eq. 4: ``elbo_weight`` = alpha1,
+        ``dp_weight`` = alpha2, ``beta_kl`` = beta).
 
     Notes
     -----
@@ -91,24 +93,12 @@ class DPVAE(NeuralModel):
     #: The workflow runs this model only on datasets with coordinates (sheet column ``spatial_key``).
     requires_spatial: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        adata: Any,
-        spatial_key: str = "spatial",
-        latent_dim: int = 10,
-        hidden_dim: int = 128,
-        likelihood: str = "nb",
-        beta_kl: float = 1.0,
-        elbo_weight: float = 1.0,
-        dp_weight: float = 10.0,
-        mask_radius: float | None = None,
-        **extra: Any,
-    ) -> None:
+    #: ``adata.obsm`` key of the coordinates when none is given (the scanpy/squidpy convention).
+    DEFAULT_SPATIAL_KEY: ClassVar[str] = "spatial"
+
+    def __init__(self, adata: Any, spatial_key: str = DEFAULT_SPATIAL_KEY, **params: Any) -> None:
         coords = spatial_coordinates(adata, spatial_key, f"{type(self).__name__}")
-        super().__init__(adata, spatial_key=str(spatial_key), latent_dim=int(latent_dim),
-                         hidden_dim=int(hidden_dim), likelihood=likelihood, beta_kl=float(beta_kl),
-                         elbo_weight=float(elbo_weight), dp_weight=float(dp_weight),
-                         mask_radius=None if mask_radius is None else float(mask_radius), **extra)
+        super().__init__(adata, spatial_key=str(spatial_key), **params)
         center = coords.mean(axis=0)
         scale = float(np.sqrt(((coords - center) ** 2).sum(axis=1).mean()))
         if not scale > 0:
@@ -121,7 +111,7 @@ class DPVAE(NeuralModel):
     @classmethod
     def default_params(cls) -> dict[str, Any]:
         """The module's parameters plus ``spatial_key``."""
-        return {"spatial_key": "spatial", **super().default_params()}
+        return {"spatial_key": cls.DEFAULT_SPATIAL_KEY, **super().default_params()}
 
     def __repr__(self) -> str:
         p = self.params

@@ -17,7 +17,6 @@ import torch
 
 from .base import SETUP_KEY, NeuralModel
 from .livae_module import LiVAEModule
-from .lorentz import DEFAULT_MAX_TANGENT_NORM
 
 __all__ = ["LiVAE", "SETUP_KEY"]
 
@@ -31,68 +30,23 @@ class LiVAE(NeuralModel):
         AnnData registered with :meth:`setup_anndata`. ``adata.X`` is the model input
         (z-scored/clipped on the fly when ``uns["geovae_input"]`` says so, else used
         as-is) and the registered counts layer feeds the likelihood.
-    latent_dim
-        Dimension of z (default 10, LiVAE paper section 2.7).
-    hidden_dim
-        Width of the hidden layer of encoder and decoder (default 128, section 2.7).
-    bottleneck_dim
-        Dimension of the bottleneck code (default 2, section 2.7).
-    likelihood
-        ``"nb"`` (default; RNA, Lopez et al. 2018), ``"zinb"`` (the paper's choice for ATAC),
-        ``"poisson"`` or ``"zip"``.
-    use_bottleneck
-        Build the bottleneck path (default True); False gives a plain VAE.
-    geometry
-        ``"lorentz"`` (default, section 2.4) or ``"euclidean"`` distance for the geometric loss.
-    lorentz_weight
-        Weight of the geometric loss (default 10, section 2.7).
-    lorentz_squared
-        Average the squared distance (default True, paper eq. 6) or the distance (authors' code).
-    w_recon, w_bn_recon, beta_kl
-        Weights of the reconstruction, bottleneck-reconstruction and KL terms (default 1 each, eq. 2).
-    regularization
-        ``"bottleneck"`` (default, the paper) or ``"two_views"`` (ablation).
-    max_tangent_norm
-        Norm clamp of the tangent vector before the exponential map (default 15, numerical safety).
-    reconstruction
-        ``"both"`` (default), ``"without_main"`` or ``"without_bottleneck"`` (section 3.6 ablations).
-        All are passed to :class:`~geovae.models.livae_module.LiVAEModule`.
+    **params
+        The parameters of :class:`~geovae.models.livae_module.LiVAEModule` (``latent_dim``,
+        ``hidden_dim``, ``bottleneck_dim``, ``likelihood``, ``use_bottleneck``, ``geometry``,
+        ``lorentz_weight``, ``lorentz_squared``, ``w_recon``, ``w_bn_recon``, ``beta_kl``,
+        ``regularization``, ``max_tangent_norm``, ``reconstruction``), whose signature holds
+        their defaults (the LiVAE paper's, section 2.7; :meth:`default_params` or
+        ``geovae models`` lists them). Values are cast to the type of their default.
 
     Notes
     -----
     The input z-scoring statistics of the training ``adata`` are stored in the model and
-    reused for any ``adata`` passed later (and after :meth:`load`). ``batch_key`` is
-    recorded by :meth:`setup_anndata` but the network does not condition on it.
+    reused for any ``adata`` passed later (and after :meth:`load`). With
+    ``setup_anndata(batch_key=...)`` the decoder is conditioned on the batch.
     """
 
     model_name = "livae"
     module_class = LiVAEModule
-
-    def __init__(
-        self,
-        adata: Any,
-        latent_dim: int = 10,
-        hidden_dim: int = 128,
-        bottleneck_dim: int = 2,
-        likelihood: str = "nb",
-        use_bottleneck: bool = True,
-        geometry: str = "lorentz",
-        lorentz_weight: float = 10.0,
-        lorentz_squared: bool = True,
-        w_recon: float = 1.0,
-        w_bn_recon: float = 1.0,
-        beta_kl: float = 1.0,
-        regularization: str = "bottleneck",
-        max_tangent_norm: float = DEFAULT_MAX_TANGENT_NORM,
-        reconstruction: str = "both",
-        **extra: Any,
-    ) -> None:
-        super().__init__(
-            adata, latent_dim=int(latent_dim), hidden_dim=int(hidden_dim), bottleneck_dim=int(bottleneck_dim),
-            likelihood=likelihood, use_bottleneck=bool(use_bottleneck), geometry=geometry,
-            lorentz_weight=float(lorentz_weight), lorentz_squared=bool(lorentz_squared), w_recon=float(w_recon),
-            w_bn_recon=float(w_bn_recon), beta_kl=float(beta_kl), regularization=regularization,
-            max_tangent_norm=float(max_tangent_norm), reconstruction=reconstruction, **extra)
 
     def __repr__(self) -> str:
         p = self.params
