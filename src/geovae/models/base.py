@@ -19,11 +19,9 @@ import contextlib
 import inspect
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import pandas as pd
@@ -85,42 +83,35 @@ def check_var_names(expected: list[str], adata: Any, what: str) -> None:
     )
 
 
-class atomic_directory:
-    """Context manager: write into a temporary sibling directory, rename it to ``target`` on success.
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Write a directory under a temporary name and rename it to ``target`` on success.
 
-    An exception (or a killed process) leaves ``target`` untouched; an existing ``target`` is
-    replaced only when ``overwrite`` is True.
+    Built on :func:`geovae.runinfo.atomic_outputs` (the package's one atomic writer): an exception
+    or a killed process leaves ``target`` untouched; an existing ``target`` is replaced only when
+    ``overwrite`` is True.
+
+    Parameters
+    ----------
+    target
+        The directory to write.
+    overwrite
+        Replace an existing ``target``; otherwise raise :class:`FileExistsError`.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary directory to fill.
     """
+    from geovae.runinfo import atomic_outputs
 
-    def __init__(self, target: str | os.PathLike, overwrite: bool = False) -> None:
-        self.target = Path(target)
-        self.overwrite = overwrite
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        if self.target.exists() and not self.overwrite:
-            raise FileExistsError(f"{self.target} exists; pass overwrite=True to replace it")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        assert self.tmp is not None
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        try:
-            if self.target.exists():
-                backup = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
-                backup.rmdir()
-                os.replace(self.target, backup)
-                os.replace(self.tmp, self.target)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.target)
-        except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    with atomic_outputs([target]) as out:
+        tmp = Path(out[0])
+        tmp.mkdir(parents=True)
+        yield tmp
 
 
 def read_saved_meta(dir_path: str | os.PathLike) -> dict[str, Any]:

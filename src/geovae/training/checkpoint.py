@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import os
@@ -123,21 +122,11 @@ def save_checkpoint(directory: str | os.PathLike, snapshot: dict[str, Any]) -> P
     pathlib.Path
         The checkpoint file.
     """
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / CHECKPOINT_FILE
-    tmp = folder / f".{CHECKPOINT_FILE}.partial-{os.getpid()}"
-    buffer = io.BytesIO()
-    torch.save({"format": _FORMAT, **snapshot}, buffer)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from geovae.runinfo import atomic_outputs
+
+    target = Path(directory) / CHECKPOINT_FILE
+    with atomic_outputs([target]) as out:  # written under a temporary name, fsynced, renamed
+        torch.save({"format": _FORMAT, **snapshot}, out[0])
     return target
 
 
