@@ -12,7 +12,7 @@ anndata = pytest.importorskip("anndata")
 
 from geovae.models import LiVAEModule, get_model, load_model  # noqa: E402
 from geovae.models.betavae import BetaTCVAE, BetaVAE, BetaVAECapacity, DIPVAE1, DIPVAE2, InfoVAE  # noqa: E402
-from geovae.models.betavae_module import (  # noqa: E402
+from geovae.modules.betavae import (  # noqa: E402
     BetaTCVAEModule,
     BetaVAECapacityModule,
     BetaVAEModule,

@@ -14,8 +14,8 @@ from geovae.data.simulate import simulate_spatial  # noqa: E402
 from geovae.metrics.spatial import procrustes_disparity  # noqa: E402
 from geovae.models import VAE, LiVAEModule, get_model, load_model  # noqa: E402
 from geovae.models.dpvae import DPVAE  # noqa: E402
-from geovae.models.dpvae_module import DPVAEModule, distance_preserving_loss  # noqa: E402
-from geovae.models.spatial_reconstruction import reconstruct_coordinates, stress  # noqa: E402
+from geovae.modules.dpvae import DPVAEModule, distance_preserving_loss  # noqa: E402
+from geovae.geometry.spatial_reconstruction import reconstruct_coordinates, stress  # noqa: E402
 from geovae.preprocessing.rna import preprocess_rna  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
 

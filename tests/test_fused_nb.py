@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geovae.models.betavae_module import BetaTCVAEModule
-from geovae.models.fused_nb import SoftmaxNBLogLik, softmax_nb_log_likelihood
-from geovae.models.likelihoods import log_nb
+from geovae.modules.betavae import BetaTCVAEModule
+from geovae.distributions.fused_nb import SoftmaxNBLogLik, softmax_nb_log_likelihood
+from geovae.distributions.likelihoods import log_nb
 
 
 def _problem(n_paths: int = 2, n: int = 9, g: int = 6, seed: int = 0, dtype=torch.float64):

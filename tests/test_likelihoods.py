@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from geovae.models.likelihoods import (
+from geovae.distributions.likelihoods import (
     LIKELIHOODS,
     log_gaussian,
     log_likelihood,
@@ -107,3 +107,26 @@ def test_dispatch_errors():
         log_likelihood("nb", x, x + 1)
     with pytest.raises(ValueError, match="zi_logits"):
         log_likelihood("zip", x, x + 1)
+
+
+def test_distribution_classes_log_prob_match_scipy(values):
+    """The classes (``log_prob``) give scipy's log-pmf, and each likelihood name maps to its class."""
+    from geovae.distributions.likelihoods import (CountDistribution, NegativeBinomial, Poisson,
+                                                  ZeroInflatedNegativeBinomial, ZeroInflatedPoisson)
+
+    x, mu, theta, logits = values
+    pi = 1.0 / (1.0 + np.exp(-logits))
+    nb = stats.nbinom.pmf(x, n=theta, p=theta / (theta + mu))
+    poisson = stats.poisson.pmf(x, mu)
+    expected = {
+        NegativeBinomial(_t(mu), _t(theta)): np.log(nb),
+        ZeroInflatedNegativeBinomial(_t(mu), _t(theta), _t(logits)): np.log(pi * (x == 0) + (1 - pi) * nb),
+        Poisson(_t(mu)): np.log(poisson),
+        ZeroInflatedPoisson(_t(mu), zi_logits=_t(logits)): np.log(pi * (x == 0) + (1 - pi) * poisson),
+    }
+    for dist, ref in expected.items():
+        np.testing.assert_allclose(dist.log_prob(_t(x)).numpy(), ref, rtol=1e-6, atol=1e-6, err_msg=dist.name)
+        assert CountDistribution.named(dist.name) is type(dist)
+    assert sorted(k.name for k in CountDistribution.__subclasses__()) == sorted(LIKELIHOODS)
+    with pytest.raises(ValueError, match="unknown likelihood 'gaussian'"):
+        CountDistribution.named("gaussian")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from geovae.models.lorentz import (DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance, lorentz_inner,
+from geovae.geometry.lorentz import (DEFAULT_MAX_TANGENT_NORM, expmap0, lorentz_distance, lorentz_inner,
                                    tangent_lorentz_distance)
 
 

@@ -165,7 +165,7 @@ def _livae_training(n_genes: int, onednn: bool):
     import numpy as np
     import scipy.sparse as sp
 
-    from geovae.models.livae_module import LiVAEModule
+    from geovae.modules.livae import LiVAEModule
     from geovae.training.data import AnnDataBatches, InputTransform
     from geovae.training.trainer import TrainingConfig, train_module
 

@@ -349,7 +349,7 @@ def test_livae_loss_finite_at_extreme_inputs():
 
 
 def test_lorentz_distance_gradient_at_coincident_points():
-    from geovae.models.lorentz import expmap0, lorentz_distance
+    from geovae.geometry.lorentz import expmap0, lorentz_distance
 
     v = torch.tensor([[0.0, 0.0], [0.3, -0.2], [40.0, 0.0]], requires_grad=True)
     x = expmap0(v)

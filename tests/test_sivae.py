@@ -17,7 +17,7 @@ from geovae.interpretation.components import LOADING_GENES_COLUMNS, loading_gene
 from geovae.models import get_model  # noqa: E402
 from geovae.models.sivae import (CENTRALITY_FILE, LOADINGS_FILE, SiVAE, feature_input_cells,  # noqa: E402
                                  read_loadings)
-from geovae.models.sivae_module import PHASE_TERMS, SiVAEModule  # noqa: E402
+from geovae.modules.sivae import PHASE_TERMS, SiVAEModule  # noqa: E402
 from geovae.pp import preprocess_rna  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
 

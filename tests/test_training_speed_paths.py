@@ -15,8 +15,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from geovae.models.likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
-from geovae.models.livae_module import LiVAEModule
+from geovae.distributions.likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
+from geovae.modules.livae import LiVAEModule
 from geovae.training.data import NZ_INDEX, NZ_VALUE, AnnDataBatches, InputTransform
 from geovae.training.trainer import TrainingConfig, _iter_batches, _run_epoch, train_module
 

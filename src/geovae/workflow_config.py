@@ -128,7 +128,7 @@ def check_model_params(name: str, params: Mapping[str, Any] | None, where: str =
     if not isinstance(params, Mapping):
         raise ConfigError(f"config: {where or name + '.'} must be a mapping of parameters, got {params!r}")
     from .models import get_model
-    from .models.likelihoods import LIKELIHOODS
+    from .distributions.likelihoods import LIKELIHOODS
 
     try:
         defaults = get_model(name).default_params()

@@ -15,7 +15,7 @@ from typing import Any
 from ..schemas import REGISTRY_FILE, registry_specs  # noqa: F401 (REGISTRY_FILE re-exported)
 from .base import BaseModel, NeuralModel, read_saved_meta
 from .livae import LiVAE
-from .livae_module import LiVAEModule
+from ..modules.livae import LiVAEModule
 from .presets import IVAE, VAE
 
 #: Full registry records: name -> {target, family, modalities, requires, extra} (``geovae/schemas/registry.yaml``).

@@ -372,7 +372,7 @@ class NeuralModel(BaseModel):
     """
 
     module_class: ClassVar[type[nn.Module]]
-    #: Modules built on :class:`~geovae.models.livae_module.LiVAEModule` condition on batches.
+    #: Modules built on :class:`~geovae.modules.livae.LiVAEModule` condition on batches.
     supports_batch: ClassVar[bool] = True
 
     def __init__(self, adata: Any, **params: Any) -> None:
@@ -409,10 +409,17 @@ class NeuralModel(BaseModel):
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        sig = inspect.signature(cls.module_class.__init__)
-        defaults = {name: p.default for name, p in sig.parameters.items()
-                    if name not in ("self", "n_input") and p.default is not inspect.Parameter.empty
-                    and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        """The module's parameters and defaults: the keyword parameters of its ``__init__`` and of the
+        base modules it passes ``**vae`` on to (:class:`~geovae.modules.vae.VAEModule`), each declared
+        once; a preset's fixed values on top."""
+        defaults: dict[str, Any] = {}
+        for klass in reversed(cls.module_class.__mro__):
+            if "__init__" not in vars(klass) or klass in (nn.Module, object):
+                continue
+            for name, p in inspect.signature(klass.__init__).parameters.items():
+                if name not in ("self", "n_input") and p.default is not inspect.Parameter.empty \
+                        and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    defaults[name] = p.default
         return {**defaults, **cls._fixed}
 
     def _build_module(self, seed: int) -> nn.Module:

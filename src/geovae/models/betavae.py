@@ -2,7 +2,7 @@
 ``dipvae1``, ``dipvae2``, ``infovae``).
 
 All six share LiVAE's encoder, decoder and count likelihoods (see
-:mod:`geovae.models.betavae_module`) and differ only in the latent regulariser, so they compare
+:mod:`geovae.modules.betavae`) and differ only in the latent regulariser, so they compare
 objectives, not architectures. Disentanglement objectives were proposed for images; on
 single-cell counts Kimmel (*Disentangling latent representations of single cell RNA-seq
 experiments*, bioRxiv 2020, doi:10.1101/2020.03.04.972166) found that ``beta = 10`` improves the
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import NeuralModel
-from .betavae_module import (
+from ..modules.betavae import (
     BetaTCVAEModule,
     BetaVAECapacityModule,
     BetaVAEModule,
@@ -57,7 +57,7 @@ class BetaVAE(_BetaFamilyModel):
     beta
         KL weight (default 4, Higgins et al. 2017; 1 is the VAE).
 
-    See :class:`~geovae.models.betavae_module.BetaVAEModule` and ``_BetaFamilyModel`` for the
+    See :class:`~geovae.modules.betavae.BetaVAEModule` and ``_BetaFamilyModel`` for the
     shared parameters.
     """
 
@@ -134,7 +134,7 @@ class BetaTCVAE(_BetaFamilyModel):
     alpha, beta, gamma
         Weights of index-code MI, total correlation and dimension-wise KL (defaults 1, 6, 1;
         minibatch-weighted-sampling estimator, see
-        :func:`~geovae.models.betavae_module.tc_decomposition`).
+        :func:`~geovae.modules.betavae.tc_decomposition`).
     """
 
     model_name = "betatcvae"

@@ -3,7 +3,7 @@
 dp-VAE paper (Zhou and Du, *Distance-Preserving Spatial Representations in Genomic Data*,
 arXiv:2408.00911, 2024, doi:10.48550/arXiv.2408.00911): training uses the spots'
 coordinates only through the distance-preserving loss (section 4.2, see
-:mod:`geovae.models.dpvae_module`); new expression data without coordinates can then be
+:mod:`geovae.modules.dpvae`); new expression data without coordinates can then be
 embedded and placed in space by matching distances (section 4.3,
 :meth:`DPVAE.reconstruct_spatial`).
 
@@ -27,8 +27,8 @@ from torch import nn
 
 from ..training.data import AnnDataBatches
 from .base import NeuralModel, read_saved_meta
-from .dpvae_module import DPVAEModule
-from .spatial_reconstruction import reconstruct_coordinates
+from ..modules.dpvae import DPVAEModule
+from ..geometry.spatial_reconstruction import reconstruct_coordinates
 
 __all__ = ["DPVAE", "spatial_coordinates"]
 
@@ -75,7 +75,7 @@ class DPVAE(NeuralModel):
     spatial_key
         ``adata.obsm`` key of the coordinates (default :attr:`DEFAULT_SPATIAL_KEY`).
     **params
-        Network and loss parameters of :class:`~geovae.models.dpvae_module.DPVAEModule`, whose
+        Network and loss parameters of :class:`~geovae.modules.dpvae.DPVAEModule`, whose
         signature holds the defaults: ``latent_dim``, ``hidden_dim``, ``likelihood``, ``beta_kl``,
         ``elbo_weight``, ``dp_weight``, ``mask_radius`` (paper eq. 4: ``elbo_weight`` = alpha1,
         ``dp_weight`` = alpha2, ``beta_kl`` = beta).

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .base import SETUP_KEY, NeuralModel
-from .livae_module import LiVAEModule
+from ..modules.livae import LiVAEModule
 
 __all__ = ["LiVAE", "SETUP_KEY"]
 
@@ -31,7 +31,7 @@ class LiVAE(NeuralModel):
         (z-scored/clipped on the fly when ``uns["geovae_input"]`` says so, else used
         as-is) and the registered counts layer feeds the likelihood.
     **params
-        The parameters of :class:`~geovae.models.livae_module.LiVAEModule` (``latent_dim``,
+        The parameters of :class:`~geovae.modules.livae.LiVAEModule` (``latent_dim``,
         ``hidden_dim``, ``bottleneck_dim``, ``likelihood``, ``use_bottleneck``, ``geometry``,
         ``lorentz_weight``, ``lorentz_squared``, ``w_recon``, ``w_bn_recon``, ``beta_kl``,
         ``regularization``, ``max_tangent_norm``, ``reconstruction``), whose signature holds

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from .base import NeuralModel, check_var_names, read_saved_meta
-from .sivae_module import PHASES, SiVAEModule
+from ..modules.sivae import PHASES, SiVAEModule
 from ..training.data import AnnDataBatches
 from ..training.trainer import TrainingConfig, train_module, training_config
 
@@ -136,7 +136,7 @@ class SiVAE(NeuralModel):
     **params
         ``latent_dim`` (10), ``hidden_dims`` ((1024, 512, 128)), ``likelihood`` (``"gaussian"``
         or ``"nb"``), ``gamma`` (0.05), ``beta_kl`` (1.0): see
-        :class:`~geovae.models.sivae_module.SiVAEModule`. And:
+        :class:`~geovae.modules.sivae.SiVAEModule`. And:
 
         ``feature_input``
             ``"subsample"`` (default: a seeded, label-stratified subsample of cells) or ``"pca"``

@@ -25,7 +25,7 @@ __all__ = ["InputTransform", "AnnDataBatches", "DeviceBatches", "LazyBatch", "in
 
 #: Batch keys of the non-zero counts: flat row-major positions in the ``(n, n_vars)`` batch
 #: (int64) and their values (float32); see
-#: :func:`geovae.models.likelihoods.sparse_log_likelihood_sum`.
+#: :func:`geovae.distributions.likelihoods.sparse_log_likelihood_sum`.
 NZ_INDEX = "counts_nz_index"
 NZ_VALUE = "counts_nz_value"
 #: Feature (column) of each non-zero count (int64): ``NZ_INDEX % n_vars``, taken from the CSR

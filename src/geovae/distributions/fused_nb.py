@@ -5,7 +5,7 @@ to logits over features, take ``rho = softmax(logits)`` and score the counts wit
 ``NB(x | mu = rho * library, theta = exp(log_theta))``. Left to autograd, that chain stores
 and revisits about a dozen dense ``(n, n_features)`` intermediates per step (softmax, means,
 logs, their products and the backward of each). :class:`SoftmaxNBLogLik` computes the same
-exact log-pmf (constants included, as :func:`~geovae.models.likelihoods.log_nb`) from the
+exact log-pmf (constants included, as :func:`~geovae.distributions.likelihoods.log_nb`) from the
 non-zero counts and writes the gradients in closed form:
 
 * value: ``sum_ig theta_g (log theta_g - log(theta_g + mu_ig))`` (every entry scored as a zero)
@@ -16,7 +16,7 @@ non-zero counts and writes the gradients in closed form:
   non-zeros (``digamma`` terms), then ``d/d log_theta = theta * d/d theta``.
 
 The small ``eps`` inside the logarithms is placed exactly as in
-:func:`~geovae.models.likelihoods.log_nb`, so values agree with the dense reference to float
+:func:`~geovae.distributions.likelihoods.log_nb`, so values agree with the dense reference to float
 rounding; ``tests/test_fused_nb.py`` checks values and gradients against autograd in float64.
 The library sizes are data: no gradient flows to them.
 """
@@ -31,7 +31,7 @@ from .likelihoods import NBCountTerms
 
 __all__ = ["SoftmaxNBLogLik", "softmax_nb_log_likelihood"]
 
-_EPS = 1e-8  # as in geovae.models.likelihoods.log_nb
+_EPS = 1e-8  # as in geovae.distributions.likelihoods.log_nb
 
 
 class SoftmaxNBLogLik(torch.autograd.Function):

@@ -29,6 +29,11 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CountDistribution",
+    "NegativeBinomial",
+    "ZeroInflatedNegativeBinomial",
+    "Poisson",
+    "ZeroInflatedPoisson",
     "log_nb",
     "log_zinb",
     "log_poisson",
@@ -211,6 +216,86 @@ def log_likelihood(
 HISTOGRAM_MAX_COUNT = 32
 
 
+class CountDistribution:
+    """A count distribution with ``log_prob(x)``, parameterised per element like the decoder outputs.
+
+    Subclasses set :attr:`name` (a key of :data:`LIKELIHOODS`); ``log_prob`` dispatches to the
+    element-wise functions of this module (:func:`log_nb`, :func:`log_zinb`, :func:`log_poisson`,
+    :func:`log_zip`), which the training loop also uses.
+
+    Parameters
+    ----------
+    mu
+        Means (``rho * library``), broadcastable against the counts.
+    theta
+        Inverse dispersion (NB and ZINB).
+    zi_logits
+        Logits of the zero-inflation probability (ZINB and ZIP).
+    """
+
+    name: str = ""
+
+    def __init__(self, mu: torch.Tensor, theta: torch.Tensor | None = None,
+                 zi_logits: torch.Tensor | None = None) -> None:
+        self.mu, self.theta, self.zi_logits = mu, theta, zi_logits
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Element-wise log-probability of the counts ``x``.
+
+        Parameters
+        ----------
+        x
+            Counts (non-negative, integer-valued; float tensors accepted).
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        return log_likelihood(self.name, x, self.mu, self.theta, self.zi_logits)
+
+    @classmethod
+    def named(cls, name: str) -> type["CountDistribution"]:
+        """The distribution class of a likelihood name (``"nb"``, ``"zinb"``, ``"poisson"``, ``"zip"``).
+
+        Parameters
+        ----------
+        name
+            A key of :data:`LIKELIHOODS`.
+
+        Returns
+        -------
+        type
+        """
+        for klass in cls.__subclasses__():
+            if klass.name == name:
+                return klass
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {LIKELIHOODS}")
+
+
+class NegativeBinomial(CountDistribution):
+    """NB with mean ``mu`` and inverse dispersion ``theta`` (variance ``mu + mu**2 / theta``)."""
+
+    name = "nb"
+
+
+class ZeroInflatedNegativeBinomial(CountDistribution):
+    """NB mixed with a point mass at 0 of probability ``sigmoid(zi_logits)``."""
+
+    name = "zinb"
+
+
+class Poisson(CountDistribution):
+    """Poisson with rate ``mu``."""
+
+    name = "poisson"
+
+
+class ZeroInflatedPoisson(CountDistribution):
+    """Poisson mixed with a point mass at 0 of probability ``sigmoid(zi_logits)``."""
+
+    name = "zip"
+
+
 class NBCountTerms:
     """``sum_nz [lgamma(x + theta_g) - lgamma(theta_g) - lgamma(x + 1)]`` and its theta-gradient.
 
@@ -226,7 +311,7 @@ class NBCountTerms:
     it for the whole dataset) skips the per-batch check.
 
     Shared by :func:`sparse_log_likelihood_sum` (NB with per-feature theta; autograd through
-    :meth:`value`) and the fused softmax + NB of :mod:`geovae.models.fused_nb` (closed-form
+    :meth:`value`) and the fused softmax + NB of :mod:`geovae.distributions.fused_nb` (closed-form
     gradient from :meth:`grad_theta`).
     """
 

@@ -1,8 +1,12 @@
-"""LiVAE network and loss (paper sections 2.2-2.4, eq. 2).
+"""The neutral VAE module that every count-likelihood model of the zoo extends.
 
-The module is pure torch: it takes a ready model-input batch ``x`` (normalised,
-optionally z-scored) plus the raw ``counts`` of the same cells and returns named loss
-terms. Data handling lives in :mod:`geovae.training`, the user API in :mod:`geovae.models.livae`.
+Encoder ``x -> (mu, logvar)`` (one hidden layer, LayerNorm, ReLU), reparameterised sampling, a decoder
+``z -> softmax proportions`` scaled by the library size, and the count likelihoods (NB, ZINB, Poisson,
+ZIP) scored from the non-zero counts (fused softmax + NB on the CPU), optional batch conditioning of
+the decoder. LiVAE (:mod:`geovae.modules.livae`) adds its bottleneck path and geometric loss, the
+beta-VAE family (:mod:`geovae.modules.betavae`) its regularisers, dp-VAE (:mod:`geovae.modules.dpvae`)
+the distance-preserving loss. The module is pure torch: data handling lives in
+:mod:`geovae.training`, the user API in :mod:`geovae.models`.
 """
 
 from __future__ import annotations
@@ -13,23 +17,11 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from ..distributions.fused_nb import softmax_nb_log_likelihood
+from ..distributions.likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
 from ..nn.onednn_linear import Linear
-from .fused_nb import softmax_nb_log_likelihood
-from .likelihoods import LIKELIHOODS, log_likelihood, sparse_log_likelihood_sum
-from .lorentz import DEFAULT_MAX_TANGENT_NORM, tangent_lorentz_distance
 
-__all__ = ["LiVAEModule", "GEOMETRIES", "REGULARIZATIONS", "RECONSTRUCTIONS", "LOSS_TERMS"]
-
-GEOMETRIES = ("lorentz", "euclidean")
-#: ``bottleneck``: geometric loss between z and its bottleneck reconstruction l_d (the paper).
-#: ``two_views``: geometric loss between two independent reparameterised samples of z
-#: (a bottleneck-free consistency regulariser for ablations).
-REGULARIZATIONS = ("bottleneck", "two_views")
-#: Reconstruction paths in the loss (paper section 3.6 ablations): ``both`` (eq. 2),
-#: ``without_main`` (drop NLL(x | z)) or ``without_bottleneck`` (drop NLL(x | l_d)).
-RECONSTRUCTIONS = ("both", "without_main", "without_bottleneck")
-#: Keys of the dict returned by :meth:`LiVAEModule.forward`.
-LOSS_TERMS = ("recon", "recon_bn", "kl", "geo", "total")
+__all__ = ["VAEModule", "SparseCounts", "mlp_block"]
 
 _LOGVAR_RANGE = (-15.0, 15.0)  # keeps exp(logvar) finite early in training
 #: Batch keys of the non-zero counts (:data:`geovae.training.data.NZ_INDEX` / ``NZ_VALUE``),
@@ -53,111 +45,60 @@ def _positive_integers(counts_nz: SparseCounts) -> bool | None:
     return counts_nz[3] if len(counts_nz) > 3 else None
 
 
-def _mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
+def mlp_block(n_in: int, n_hidden: int) -> nn.Sequential:
     return nn.Sequential(Linear(n_in, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
 
 
-class LiVAEModule(nn.Module):
-    """Lorentz-regularised VAE with an information-bottleneck path.
+class VAEModule(nn.Module):
+    """A VAE for counts: encoder, decoder and likelihood, with loss ``recon + kl``.
 
     Parameters
     ----------
     n_input
         Number of features (genes or peaks).
     latent_dim
-        Dimension ``d`` of z (paper: 10).
+        Dimension of z.
     hidden_dim
-        Width of the single hidden layer of encoder and decoder (paper: 128).
-    bottleneck_dim
-        Dimension ``d_bn`` of the compressed code ``l_e`` (paper: 2).
+        Width of the single hidden layer of encoder and decoder.
     likelihood
         ``"nb"``, ``"zinb"``, ``"poisson"`` or ``"zip"``.
-    use_bottleneck
-        If False there is no bottleneck path: ``recon_bn = 0`` and, with
-        ``regularization="bottleneck"``, ``geo = 0`` (a plain VAE).
-    geometry
-        ``"lorentz"`` (distance on the hyperboloid after :func:`expmap0`) or
-        ``"euclidean"`` (plain Euclidean distance) for the geometric loss.
-    lorentz_weight
-        Weight of the geometric loss (paper: 10).
-    lorentz_squared
-        Average the squared distance (paper eq. 6) when True, the distance itself when
-        False (the authors' code). Applies to either geometry.
-    w_recon, w_bn_recon, beta_kl
-        Weights of the primary reconstruction, bottleneck reconstruction and KL terms.
-    regularization
-        ``"bottleneck"`` or ``"two_views"``, see :data:`REGULARIZATIONS`.
-    max_tangent_norm
-        Norm clamp of :func:`expmap0`.
-    reconstruction
-        Which reconstruction terms enter the loss, see :data:`RECONSTRUCTIONS` (both are
-        still computed and logged).
+
+    The defaults (10, 128, ``"nb"``: the LiVAE paper's, section 2.7) are the ones of every model
+    built on this module; a subclass takes them through ``**vae``.
+
+    Notes
+    -----
+    Layers are created encoder first, then whatever :meth:`_build_latent_path` adds (LiVAE's
+    bottleneck), then the decoder: with a fixed seed a subclass gets the same initial weights as
+    when it built them itself in that order.
     """
 
-    def __init__(
-        self,
-        n_input: int,
-        latent_dim: int = 10,
-        hidden_dim: int = 128,
-        bottleneck_dim: int = 2,
-        likelihood: str = "nb",
-        use_bottleneck: bool = True,
-        geometry: str = "lorentz",
-        lorentz_weight: float = 10.0,
-        lorentz_squared: bool = True,
-        w_recon: float = 1.0,
-        w_bn_recon: float = 1.0,
-        beta_kl: float = 1.0,
-        regularization: str = "bottleneck",
-        max_tangent_norm: float = DEFAULT_MAX_TANGENT_NORM,
-        reconstruction: str = "both",
-    ) -> None:
+    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb") -> None:
         super().__init__()
-        if reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"reconstruction={reconstruction!r} is not one of {RECONSTRUCTIONS}")
-        if reconstruction == "without_bottleneck" and not use_bottleneck:
-            raise ValueError("reconstruction='without_bottleneck' needs use_bottleneck=True")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}")
-        if geometry not in GEOMETRIES:
-            raise ValueError(f"geometry={geometry!r} is not one of {GEOMETRIES}")
-        if regularization not in REGULARIZATIONS:
-            raise ValueError(f"regularization={regularization!r} is not one of {REGULARIZATIONS}")
-        for name, value in (("n_input", n_input), ("latent_dim", latent_dim),
-                            ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim)):
+        for name, value in (("n_input", n_input), ("latent_dim", latent_dim), ("hidden_dim", hidden_dim)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.n_input = int(n_input)
         self.latent_dim = int(latent_dim)
-        self.bottleneck_dim = int(bottleneck_dim)
         self.likelihood = likelihood
-        self.use_bottleneck = bool(use_bottleneck)
-        self.geometry = geometry
-        self.lorentz_weight = float(lorentz_weight)
-        self.lorentz_squared = bool(lorentz_squared)
-        self.w_recon = float(w_recon)
-        self.w_bn_recon = float(w_bn_recon)
-        self.beta_kl = float(beta_kl)
-        self.regularization = regularization
-        self.max_tangent_norm = float(max_tangent_norm)
-        self.reconstruction = reconstruction
-
         # encoder: x -> hidden -> (mu, logvar)
-        self.encoder = _mlp_block(n_input, hidden_dim)
+        self.encoder = mlp_block(n_input, hidden_dim)
         self.enc_mu = Linear(hidden_dim, latent_dim)
         self.enc_logvar = Linear(hidden_dim, latent_dim)
-        # bottleneck path: z -> l_e (compress) -> l_d (expand)
-        if self.use_bottleneck:
-            self.bn_compress = Linear(latent_dim, bottleneck_dim)
-            self.bn_expand = Linear(bottleneck_dim, latent_dim)
-        # shared decoder: latent -> hidden -> softmax over features (rho)
-        self.decoder = _mlp_block(latent_dim, hidden_dim)
+        self._build_latent_path()
+        # decoder: latent -> hidden -> softmax over features (rho)
+        self.decoder = mlp_block(latent_dim, hidden_dim)
         self.dec_rho = Linear(hidden_dim, n_input)
         if likelihood in ("zinb", "zip"):
             self.dec_zi = Linear(hidden_dim, n_input)
         if likelihood in ("nb", "zinb"):
             # gene-specific log inverse dispersion; theta = exp(log_theta)
             self.log_theta = nn.Parameter(torch.zeros(n_input))
+
+    def _build_latent_path(self) -> None:
+        """Layers between encoder and decoder (none here; LiVAE's bottleneck)."""
 
     # ------------------------------------------------------ batch conditioning
     n_batch: int = 0
@@ -221,13 +162,6 @@ class LiVAEModule(nn.Module):
         """Reparameterised sample ``mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)``."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def bottleneck(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compressed code ``l_e`` (``n x bottleneck_dim``) and its expansion ``l_d`` (``n x latent_dim``)."""
-        if not self.use_bottleneck:
-            raise RuntimeError("this LiVAEModule was built with use_bottleneck=False")
-        l_e = self.bn_compress(z)
-        return l_e, self.bn_expand(l_e)
-
     def decode(self, z: torch.Tensor, library: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoder outputs for latent codes ``z`` and library sizes ``library`` (``n x 1``).
 
@@ -251,7 +185,7 @@ class LiVAEModule(nn.Module):
         """Negative log-likelihood of ``counts``, summed over features and averaged over cells.
 
         With ``counts_nz`` (the non-zero entries of ``counts``, as in the training batches)
-        the same value comes from :func:`~geovae.models.likelihoods.sparse_log_likelihood_sum`,
+        the same value comes from :func:`~geovae.distributions.likelihoods.sparse_log_likelihood_sum`,
         which evaluates the expensive terms at the non-zeros only.
         """
         with torch.autocast(device_type=px["mu"].device.type, enabled=False):  # likelihoods in float32
@@ -276,11 +210,11 @@ class LiVAEModule(nn.Module):
         return batch[_NZ_KEYS[0]], batch[_NZ_KEYS[1]], batch[_NZ_FEATURE_KEY], integer
 
     def _fused_nb_ok(self, counts_nz: SparseCounts | None) -> bool:
-        """True when the NB likelihood can use :func:`~geovae.models.fused_nb.softmax_nb_log_likelihood`:
+        """True when the NB likelihood can use :func:`~geovae.distributions.fused_nb.softmax_nb_log_likelihood`:
         sparse counts given, per-feature theta, and neither ``decode`` nor ``_neg_log_lik`` overridden."""
         cls = type(self)
-        return (counts_nz is not None and self.likelihood == "nb" and cls.decode is LiVAEModule.decode
-                and cls._neg_log_lik is LiVAEModule._neg_log_lik)
+        return (counts_nz is not None and self.likelihood == "nb" and cls.decode is VAEModule.decode
+                and cls._neg_log_lik is VAEModule._neg_log_lik)
 
     def reconstruction_nlls(self, latents: list[torch.Tensor], counts: torch.Tensor, library: torch.Tensor,
                             counts_nz: SparseCounts | None = None) -> list[torch.Tensor]:
@@ -290,7 +224,7 @@ class LiVAEModule(nn.Module):
         float rounding) with fewer kernel launches. With ``counts_nz`` the paths are scored in
         one likelihood call sharing the count-only ``lgamma`` terms; for NB that call is the
         fused softmax + NB function with a closed-form backward
-        (:mod:`geovae.models.fused_nb`), which gives the same values and gradients.
+        (:mod:`geovae.distributions.fused_nb`), which gives the same values and gradients.
 
         Parameters
         ----------
@@ -315,7 +249,7 @@ class LiVAEModule(nn.Module):
         if n_paths == 1:
             return [self._neg_log_lik(counts, px, counts_nz)]
         shared_theta = px.get("theta") is None or px["theta"].dim() == 1
-        if counts_nz is not None and shared_theta and type(self)._neg_log_lik is LiVAEModule._neg_log_lik:
+        if counts_nz is not None and shared_theta and type(self)._neg_log_lik is VAEModule._neg_log_lik:
             def paths(key: str) -> torch.Tensor | None:
                 value = px.get(key)
                 return None if value is None else value.reshape(n_paths, n, -1)
@@ -342,68 +276,38 @@ class LiVAEModule(nn.Module):
             raise ValueError("counts=None needs both counts_nz and library")
         return counts.sum(dim=-1, keepdim=True) if library is None else library
 
-    def _geo(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = a.float(), b.float()
-        if self.geometry == "lorentz":
-            dist = tangent_lorentz_distance(a, b, self.max_tangent_norm)  # = lorentz_distance(expmap0(a), expmap0(b))
-            return (dist**2).mean() if self.lorentz_squared else dist.mean()
-        sq = ((a - b) ** 2).sum(dim=-1)
-        return sq.mean() if self.lorentz_squared else torch.sqrt(sq + 1e-12).mean()
+    @staticmethod
+    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL divergence of ``N(mu, exp(logvar))`` from ``N(0, I)``, summed over dimensions, mean over cells."""
+        mu, logvar = mu.float(), logvar.float()
+        return (0.5 * (mu**2 + torch.exp(logvar) - logvar - 1.0)).sum(dim=-1).mean()
 
-    # ------------------------------------------------------------------- loss
-    def forward(
-        self, x: torch.Tensor, counts: torch.Tensor | None, library: torch.Tensor | None = None,
-        counts_nz: SparseCounts | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Loss terms for one minibatch (paper eq. 2).
+    def forward(self, x: torch.Tensor, counts: torch.Tensor | None, library: torch.Tensor | None = None,
+                counts_nz: SparseCounts | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms of one minibatch: ``recon`` (NLL summed over features, mean over cells), ``kl``
+        and ``total = recon + kl``.
 
         Parameters
         ----------
         x
             Model input ``(n, n_input)``.
         counts
-            Raw counts ``(n, n_input)`` that the likelihood scores; may be None when
-            ``counts_nz`` and ``library`` are given.
+            Raw counts ``(n, n_input)``; may be None when ``counts_nz`` and ``library`` are given.
         library
             Library sizes ``(n, 1)``; row sums of ``counts`` when None.
         counts_nz
-            Optional non-zero entries of ``counts`` (flat positions, values): same loss,
-            computed faster (see :meth:`_neg_log_lik`).
+            Optional non-zero entries of ``counts`` (same loss, computed faster).
 
         Returns
         -------
         dict
-            Scalars ``recon`` (NLL of the primary path, summed over features, mean over
-            cells), ``recon_bn`` (same for the bottleneck path), ``kl`` (summed over latent
-            dimensions, mean over cells), ``geo`` (unweighted geometric loss) and
-            ``total = w_recon*recon + w_bn_recon*recon_bn + beta_kl*kl + lorentz_weight*geo``.
+            ``recon``, ``kl``, ``total``.
         """
         library = self._library(counts, library, counts_nz)
         mu, logvar = self.encode(x)
-        z = self.sample(mu, logvar)
-        zero = torch.zeros((), device=x.device, dtype=torch.float32)
-
-        kl = (0.5 * (mu.float() ** 2 + torch.exp(logvar.float()) - logvar.float() - 1.0)).sum(dim=-1).mean()
-
-        recon_bn, geo = zero, zero
-        if self.use_bottleneck:
-            _, l_d = self.bottleneck(z)
-            recon, recon_bn = self.reconstruction_nlls([z, l_d], counts, library, counts_nz)
-            if self.regularization == "bottleneck":
-                geo = self._geo(z, l_d)
-        else:
-            (recon,) = self.reconstruction_nlls([z], counts, library, counts_nz)
-        if self.regularization == "two_views":
-            geo = self._geo(z, self.sample(mu, logvar))
-
-        total = self.beta_kl * kl
-        if self.reconstruction != "without_main":
-            total = total + self.w_recon * recon
-        if self.use_bottleneck and self.reconstruction != "without_bottleneck":
-            total = total + self.w_bn_recon * recon_bn
-        if self.lorentz_weight != 0.0:
-            total = total + self.lorentz_weight * geo
-        return {"recon": recon, "recon_bn": recon_bn, "kl": kl, "geo": geo, "total": total}
+        (recon,) = self.reconstruction_nlls([self.sample(mu, logvar)], counts, library, counts_nz)
+        kl = self.kl(mu, logvar)
+        return {"recon": recon, "kl": kl, "total": recon + kl}
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:meth:`forward` on a batch dict with keys ``x``, ``counts`` and optionally ``library``
@@ -415,6 +319,6 @@ class LiVAEModule(nn.Module):
     def _dense_counts(self, batch: Mapping[str, torch.Tensor], counts_nz: SparseCounts | None) -> torch.Tensor | None:
         """The batch's dense ``counts``, or None where the loss works from ``counts_nz`` and
         ``library`` alone (so a :class:`~geovae.training.data.LazyBatch` never builds them)."""
-        if counts_nz is not None and "library" in batch and type(self)._neg_log_lik is LiVAEModule._neg_log_lik:
+        if counts_nz is not None and "library" in batch and type(self)._neg_log_lik is VAEModule._neg_log_lik:
             return None
         return batch["counts"]

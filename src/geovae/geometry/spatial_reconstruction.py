@@ -1,7 +1,7 @@
 """Spatial coordinates from latent codes by distance matching (dp-VAE paper, section 4.3).
 
 Given embeddings ``e_i`` whose pairwise distances should equal the spatial distances
-(for dp-VAE ``e = z / lambda``, see :mod:`geovae.models.dpvae_module`), the coordinates
+(for dp-VAE ``e = z / lambda``, see :mod:`geovae.modules.dpvae`), the coordinates
 ``s_i`` solve (paper eq. 6-7)
 
     min_s  sum_{i<j} (||s_i - s_j|| - ||e_i - e_j||)^2   subject to  s_i = a_i for i in O,

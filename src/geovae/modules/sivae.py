@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..nn.onednn_linear import Linear, linear
-from .likelihoods import log_gaussian, log_nb
+from ..distributions.likelihoods import log_gaussian, log_nb
 
 __all__ = ["SiVAEModule", "SIVAE_LIKELIHOODS", "PHASES", "PHASE_TERMS"]
 

@@ -1,6 +1,6 @@
 """Torch modules of the beta-VAE family: the LiVAE encoder/decoder with other latent regularisers.
 
-Every module here subclasses :class:`~geovae.models.livae_module.LiVAEModule` built with
+Every module here subclasses :class:`~geovae.modules.livae.LiVAEModule` built with
 ``use_bottleneck=False, lorentz_weight=0`` and reuses its ``encode``, ``sample``, ``decode``
 and ``_neg_log_lik``, so the networks and count likelihoods are exactly those of LiVAE and
 the comparison is about the objective only. Each module replaces the KL term of the ELBO by
@@ -26,10 +26,12 @@ reconstruction NLL (summed over features).
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from .livae_module import LiVAEModule
+from .vae import VAEModule
 
 __all__ = [
     "BetaVAEModule",
@@ -214,20 +216,17 @@ def _check_nonnegative(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-class _RegularisedVAEModule(LiVAEModule):
-    """LiVAE's encoder/decoder without bottleneck or Lorentz term; subclasses define the regulariser.
+class _RegularisedVAEModule(VAEModule):
+    """The neutral VAE with a regulariser in place of the KL term; subclasses define the regulariser.
 
     Parameters
     ----------
     n_input
         Number of features.
-    latent_dim, hidden_dim, likelihood
-        As in :class:`~geovae.models.livae_module.LiVAEModule` (defaults 10, 128, ``"nb"``).
+    **vae
+        ``latent_dim``, ``hidden_dim``, ``likelihood`` of :class:`~geovae.modules.vae.VAEModule`
+        (which holds their defaults).
     """
-
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb") -> None:
-        super().__init__(n_input, latent_dim=int(latent_dim), hidden_dim=int(hidden_dim), likelihood=likelihood,
-                         use_bottleneck=False, lorentz_weight=0.0)
 
     def regularizer(self, mu: torch.Tensor, logvar: torch.Tensor,
                     z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -236,7 +235,7 @@ class _RegularisedVAEModule(LiVAEModule):
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor | None, library: torch.Tensor | None = None,
                 counts_nz: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms of one minibatch (``loss(batch)`` is inherited from LiVAEModule).
+        """Loss terms of one minibatch (``loss(batch)`` is inherited from VAEModule).
 
         Parameters
         ----------
@@ -249,7 +248,7 @@ class _RegularisedVAEModule(LiVAEModule):
             Library sizes ``(n, 1)``; row sums of ``counts`` when None.
         counts_nz
             Optional non-zero entries of ``counts`` (flat positions, values), passed on to the
-            likelihood of LiVAEModule when given (same value, faster).
+            likelihood of VAEModule when given (same value, faster).
 
         Returns
         -------
@@ -276,9 +275,8 @@ class BetaVAEModule(_RegularisedVAEModule):
         ``beta = 10`` best for gene-program recovery on simulated scRNA-seq). ``beta = 1`` is the VAE.
     """
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 beta: float = 4.0) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood)
+    def __init__(self, n_input: int, beta: float = 4.0, **vae: Any) -> None:
+        super().__init__(n_input, **vae)
         _check_nonnegative(beta=beta)
         self.beta = float(beta)
 
@@ -306,9 +304,9 @@ class BetaVAECapacityModule(_RegularisedVAEModule):
         epochs at full capacity).
     """
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 gamma: float = 1000.0, capacity_max: float = 25.0, capacity_epochs: int = 100) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood)
+    def __init__(self, n_input: int, gamma: float = 1000.0, capacity_max: float = 25.0, capacity_epochs: int = 100,
+                 **vae: Any) -> None:
+        super().__init__(n_input, **vae)
         _check_nonnegative(gamma=gamma, capacity_max=capacity_max, capacity_epochs=capacity_epochs)
         self.gamma = float(gamma)
         self.capacity_max = float(capacity_max)
@@ -346,9 +344,8 @@ class BetaTCVAEModule(_RegularisedVAEModule):
         estimator).
     """
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood)
+    def __init__(self, n_input: int, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, **vae: Any) -> None:
+        super().__init__(n_input, **vae)
         _check_nonnegative(alpha=alpha, beta=beta, gamma=gamma)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.dataset_size: int | None = None
@@ -374,9 +371,8 @@ class _DIPVAEModule(_RegularisedVAEModule):
 
     kind = "i"
 
-    def __init__(self, n_input: int, latent_dim: int, hidden_dim: int, likelihood: str,
-                 lambda_od: float, lambda_d: float) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood)
+    def __init__(self, n_input: int, lambda_od: float, lambda_d: float, **vae: Any) -> None:
+        super().__init__(n_input, **vae)
         _check_nonnegative(lambda_od=lambda_od, lambda_d=lambda_d)
         self.lambda_od, self.lambda_d = float(lambda_od), float(lambda_d)
 
@@ -401,9 +397,8 @@ class DIPVAE1Module(_DIPVAEModule):
 
     kind = "i"
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 lambda_od: float = 10.0, lambda_d: float = 100.0) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood, lambda_od, lambda_d)
+    def __init__(self, n_input: int, lambda_od: float = 10.0, lambda_d: float = 100.0, **vae: Any) -> None:
+        super().__init__(n_input, lambda_od, lambda_d, **vae)
 
 
 class DIPVAE2Module(_DIPVAEModule):
@@ -420,9 +415,8 @@ class DIPVAE2Module(_DIPVAEModule):
 
     kind = "ii"
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 lambda_od: float = 10.0, lambda_d: float = 10.0) -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood, lambda_od, lambda_d)
+    def __init__(self, n_input: int, lambda_od: float = 10.0, lambda_d: float = 10.0, **vae: Any) -> None:
+        super().__init__(n_input, lambda_od, lambda_d, **vae)
 
 
 class InfoVAEModule(_RegularisedVAEModule):
@@ -444,9 +438,9 @@ class InfoVAEModule(_RegularisedVAEModule):
         ``"rbf"`` (default, the Gaussian kernel of Zhao et al. 2019) or ``"imq"``.
     """
 
-    def __init__(self, n_input: int, latent_dim: int = 10, hidden_dim: int = 128, likelihood: str = "nb",
-                 alpha: float = 0.0, lambda_mmd: float = 1000.0, kernel: str = "rbf") -> None:
-        super().__init__(n_input, latent_dim, hidden_dim, likelihood)
+    def __init__(self, n_input: int, alpha: float = 0.0, lambda_mmd: float = 1000.0, kernel: str = "rbf",
+                 **vae: Any) -> None:
+        super().__init__(n_input, **vae)
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
         if not float(alpha) <= 1.0:

@@ -14,7 +14,7 @@ spreads of latent and spatial space), optionally restricted to the pairs of a ma
 
     L = alpha1 * (recon + beta * KL) + alpha2 * L_dp.
 
-The encoder, decoder and count likelihoods are LiVAE's (:class:`~geovae.models.livae_module.LiVAEModule`
+The encoder, decoder and count likelihoods are LiVAE's (:class:`~geovae.modules.livae.LiVAEModule`
 with no bottleneck and no Lorentz term), so dp-VAE with ``dp_weight=0`` is exactly the
 ``vae`` preset. The paper's equations are not legible in the seed text; the form above
 follows its prose (a Euclidean distance-matching penalty with a learnable scaling factor,
@@ -23,12 +23,12 @@ eq. 5 masking "spatial connectivity", eq. 6 reusing the same penalty for reconst
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .livae_module import LiVAEModule
+from .vae import VAEModule
 
 __all__ = ["DPVAEModule", "distance_preserving_loss", "pairwise_distances"]
 
@@ -82,7 +82,7 @@ def distance_preserving_loss(z: torch.Tensor, spatial: torch.Tensor, scale: torc
     return (sq * keep).sum() / keep.sum().clamp_min(1.0)
 
 
-class DPVAEModule(LiVAEModule):
+class DPVAEModule(VAEModule):
     """Distance-preserving VAE: LiVAE's encoder/decoder plus the loss of paper eq. 4.
 
     Parameters
@@ -113,16 +113,14 @@ class DPVAEModule(LiVAEModule):
     def __init__(
         self,
         n_input: int,
-        latent_dim: int = 10,
-        hidden_dim: int = 128,
-        likelihood: str = "nb",
         beta_kl: float = 1.0,
         elbo_weight: float = 1.0,
         dp_weight: float = 10.0,
         mask_radius: float | None = None,
+        **vae: Any,
     ) -> None:
-        super().__init__(n_input, latent_dim=latent_dim, hidden_dim=hidden_dim, likelihood=likelihood,
-                         use_bottleneck=False, lorentz_weight=0.0, beta_kl=beta_kl)
+        super().__init__(n_input, **vae)
+        self.beta_kl = float(beta_kl)
         for name, value in (("elbo_weight", elbo_weight), ("dp_weight", dp_weight)):
             if not float(value) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")

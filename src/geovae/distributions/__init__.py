@@ -1,0 +1,1 @@
+"""geovae.distributions: count likelihoods (NB, ZINB, Poisson, ZIP) and the fused softmax + NB kernel."""
