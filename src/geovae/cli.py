@@ -417,20 +417,8 @@ def cmd_run(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``geovae`` command (``run`` is handled before parsing)."""
-    from geovae import __version__
-
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="geovae", formatter_class=fmt,
-        description="Interpretable single-cell embeddings (LiVAE) from GEO data: train, evaluate, acquire, "
-                    "manage the dataset sheet and run the Snakemake pipeline.",
-        epilog="Exit codes: 0 ok, 1 runtime error, 2 usage error. Run 'geovae COMMAND --help' for details.")
-    parser.add_argument("--version", action="version", version=f"geovae {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_train_command(sub: Any, fmt: type) -> None:
+    """The ``geovae train`` subcommand."""
     p = sub.add_parser("train", formatter_class=fmt, help="train a model on one .h5ad and embed it",
                        description="Train one model on an AnnData file and write, under --out: model/ "
                                    "(LiVAE.load-able), latent.h5ad, history.tsv, loss.png, embedding.h5ad (obsm X_latent, "
@@ -461,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_command(sub: Any, fmt: type) -> None:
+    """The ``geovae evaluate`` subcommand."""
     p = sub.add_parser("evaluate", formatter_class=fmt, help="metrics of an embedding as a tidy TSV",
                        description="Compute the geovae metric suite (geovae.metrics.evaluate) of an embedding "
                                    ".h5ad (e.g. DIR/embedding.h5ad from geovae train) and write a tidy TSV "
@@ -480,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="TSV", help="output file (default: stdout)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_geo_command(sub: Any, fmt: type) -> None:
+    """The ``geovae geo`` subcommand."""
     p = sub.add_parser("geo", formatter_class=fmt, help="look at a GEO series before running it")
     geo_sub = p.add_subparsers(dest="geo_command", metavar="COMMAND", required=True)
     g = geo_sub.add_parser("inspect", formatter_class=fmt, help="samples, files, read plan, cell tables, sheet row",
@@ -494,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
     g.set_defaults(func=cmd_geo_inspect)
 
+
+def _add_acquire_command(sub: Any, fmt: type) -> None:
+    """The ``geovae acquire`` subcommand."""
     p = sub.add_parser("acquire", formatter_class=fmt, help="download a GEO series into a raw-count .h5ad",
                        description="Download the supplementary count files of a GEO series (GSE) and write "
                                    "them as one raw-count .h5ad plus a JSON manifest (URLs, sizes, sha256).")
@@ -505,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", metavar="JSON", help="manifest path (default: <out stem>_manifest.json)")
     p.set_defaults(func=cmd_acquire)
 
+
+def _add_datasets_command(sub: Any, fmt: type) -> None:
+    """The ``geovae datasets`` subcommand."""
     p = sub.add_parser("datasets", formatter_class=fmt, help="manage the dataset sheet",
                        description="Add GEO series to, or list, the dataset sheet (config/datasets.tsv) "
                                    "validated against workflow/schemas/datasets.schema.yaml.")
@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sheet", default="config/datasets.tsv", help="sheet (default: config/datasets.tsv)")
     d.set_defaults(func=cmd_datasets_list)
 
+
+def _add_config_command(sub: Any, fmt: type) -> None:
+    """The ``geovae config`` subcommand."""
     p = sub.add_parser("config", formatter_class=fmt, help="default config, config schema, check a config",
                        description="Print the complete default workflow config (every option with its default, "
                                    "from geovae.options), the config JSON schema, or check a config file and "
@@ -543,12 +546,32 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "docs/options.md under the project folder ROOT")
     p.set_defaults(func=cmd_config)
 
+
+def _add_models_command(sub: Any, fmt: type) -> None:
+    """The ``geovae models`` subcommand."""
     p = sub.add_parser("models", formatter_class=fmt, help="list the models of the zoo",
                        description="List the registered models (config names), their family, whether they "
                                    "can be imported here and their default parameters.")
     p.add_argument("--names-only", action="store_true", help="print the names only")
     p.set_defaults(func=cmd_models)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``geovae`` command (``run`` is handled before parsing)."""
+    from geovae import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="geovae", formatter_class=fmt,
+        description="Interpretable single-cell embeddings (LiVAE) from GEO data: train, evaluate, acquire, "
+                    "manage the dataset sheet and run the Snakemake pipeline.",
+        epilog="Exit codes: 0 ok, 1 runtime error, 2 usage error. Run 'geovae COMMAND --help' for details.")
+    parser.add_argument("--version", action="version", version=f"geovae {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for add in (_add_train_command, _add_evaluate_command, _add_geo_command, _add_acquire_command, _add_datasets_command, _add_config_command, _add_models_command):
+        add(sub, fmt)
     sub.add_parser("run", help="run the Snakemake pipeline (args go to snakemake)", add_help=False,
                    description="See 'geovae run --help'.")
     return parser

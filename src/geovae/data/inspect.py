@@ -81,19 +81,15 @@ def inspect_series(accession: str, base_url: str | None = None, cache_dir: str |
         ``series_files``, ``plan`` (as :func:`geovae.data.geo.plan_files`), ``cell_tables`` (file,
         columns, label-like and batch-like columns with example values) and ``sheet_row``.
     """
-    import GEOparse
-
     from geovae.data.cell_metadata import is_cell_table_name
-    from geovae.data.geo import (_file_name, _normalize_base, _supplementary, download_file, parse_characteristics,
-                                 plan_files, rewrite_url, series_soft_url)
+    from geovae.data.geo import series_soft
+    from geovae.data.geo_download import _file_name, _normalize_base, rewrite_url
+    from geovae.data.geo_plan import _supplementary, parse_characteristics, plan_files
     from geovae.options import GEO
 
     acc = accession.strip().upper()
     base = _normalize_base(base_url or GEO.base_url)
-    soft = Path(cache_dir) / acc / f"{acc}_family.soft.gz"
-    soft.parent.mkdir(parents=True, exist_ok=True)
-    download_file(series_soft_url(acc, base), soft)
-    gse = GEOparse.get_GEO(filepath=str(soft), geotype="GSE", silent=True)
+    gse, _ = series_soft(acc, base, cache_dir)
     series_urls = _supplementary(gse.metadata)
     samples = []
     for gsm, obj in gse.gsms.items():

@@ -339,57 +339,25 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
     info = device_info(device)
     log.info("training on %s (%s)%s", info["device"], info["device_name"],
              f", {info['gpu_memory_gb']} GiB" if info["gpu_memory_gb"] else "")
-
-    amp_dtype: torch.dtype | None = None
-    scaler = None
-    if device.type == "cuda" and cfg.use_amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp_dtype == torch.float16:
-            scaler = torch.amp.GradScaler("cuda")
-    elif device.type == "cpu" and cfg.cpu_amp:
-        if cpu_bf16_supported():
-            amp_dtype = torch.bfloat16
-        else:
-            log.warning("cpu_amp: this CPU has no native bfloat16 matrix instructions; training in float32")
-
+    amp_dtype, scaler = _mixed_precision(device, cfg)
     seed_everything(cfg.seed)
     train_idx, val_idx = split_indices(data.n_obs, cfg.validation_fraction, cfg.seed)
     if len(train_idx) < cfg.batch_size:
         log.warning("only %d training cells, fewer than batch_size=%d: every step uses all of them",
                     len(train_idx), cfg.batch_size)
-    rng = np.random.default_rng(cfg.seed + 1)
     module.to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  fused=_fused_adam_ok(module, device))
-    run_hash = fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key)
-
-    # loop state: everything a checkpoint restores besides weights, optimizer and RNGs
-    st: dict[str, Any] = {"epoch": 0, "rows": [], "best_loss": np.inf, "best_epoch": 0, "best_state": None,
-                          "bad_epochs": 0, "stopped_early": False, "done": False, "lr": cfg.lr,
-                          "restarts": [], "train_seconds": 0.0}
-
-    def snapshot() -> dict[str, Any]:
-        return {"fingerprint": run_hash, **clone_state(st), "module": clone_state(module.state_dict()),
-                "optimizer": clone_state(optimizer.state_dict()),
-                "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng(rng)}
-
-    def restore(snap: dict[str, Any]) -> None:
-        module.load_state_dict(snap["module"])
-        optimizer.load_state_dict(snap["optimizer"])
-        if scaler is not None and snap.get("scaler"):
-            scaler.load_state_dict(snap["scaler"])
-        restore_rng(snap["rng"], rng)
-        st.update(clone_state({k: snap[k] for k in st}))
-        for group in optimizer.param_groups:
-            group["lr"] = st["lr"]
-
+    loop = _LoopState(module, optimizer, scaler, np.random.default_rng(cfg.seed + 1), cfg.lr,
+                      fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key))
+    st = loop.st
     resumed_from = None
-    saved = load_checkpoint(cfg.checkpoint_dir, run_hash) if cfg.checkpoint_dir else None
+    saved = load_checkpoint(cfg.checkpoint_dir, loop.run_hash) if cfg.checkpoint_dir else None
     if saved is not None:
-        restore(saved)
+        loop.restore(saved)
         resumed_from = int(st["epoch"])
         log.info("resuming from the checkpoint in %s at epoch %d", cfg.checkpoint_dir, resumed_from)
-    last_good = saved if saved is not None else snapshot()
+    last_good = saved if saved is not None else loop.snapshot()
 
     t_start = time.perf_counter() - st["train_seconds"]
     with _deterministic(device.type == "cpu"):
@@ -398,36 +366,11 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         while not st["done"] and st["epoch"] < cfg.max_epochs:
             epoch = st["epoch"] + 1
             t_epoch = time.perf_counter()
-            row: dict[str, float] = {"epoch": epoch}
             try:
-                if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
-                    module.on_epoch_start(epoch, cfg.max_epochs)
-                train_terms = _run_epoch(module, data, rng.permutation(train_idx), cfg.batch_size, device,
-                                         amp_dtype, optimizer, scaler, cfg.grad_clip)
-                _check_finite(train_terms, "training")
-                row.update({f"train_{k}": v for k, v in train_terms.items()})
-                monitored = train_terms["total"]
-                if len(val_idx):
-                    # batches of 256: the decoder outputs stay in cache (1,024 was 1.8x slower per cell)
-                    val_terms = _run_epoch(module, data, val_idx, max(cfg.batch_size, 256), device, amp_dtype)
-                    _check_finite(val_terms, "validation")
-                    row.update({f"val_{k}": v for k, v in val_terms.items()})
-                    monitored = val_terms["total"]
+                row, monitored = _epoch(module, data, loop.rng.permutation(train_idx), val_idx, epoch, cfg, device,
+                                        amp_dtype, optimizer, scaler)
             except FloatingPointError as exc:
-                if len(st["restarts"]) >= cfg.divergence_restarts:
-                    after = (f" after {len(st['restarts'])} restart(s) with a halved learning rate"
-                             if st["restarts"] else "")
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch} (lr {st['lr']:g}){after}: {exc}") from exc
-                new_lr = st["lr"] / 2
-                restarts = st["restarts"] + [{"epoch": epoch, "from_epoch": int(last_good["epoch"]),
-                                              "lr": new_lr, "reason": str(exc)}]
-                log.warning("non-finite loss at epoch %d (%s); restarting from epoch %d with lr %g",
-                            epoch, exc, last_good["epoch"], new_lr)
-                restore(last_good)
-                st["restarts"], st["lr"] = restarts, new_lr
-                for group in optimizer.param_groups:
-                    group["lr"] = st["lr"]
+                _restart_after_divergence(loop, last_good, epoch, exc, cfg.divergence_restarts)
                 bar.n = st["epoch"]
                 continue
             row["seconds"] = time.perf_counter() - t_epoch
@@ -435,19 +378,10 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
             st["epoch"] = epoch
             bar.update(1)
             bar.set_postfix(loss=f"{monitored:.2f}")
-
-            if monitored < st["best_loss"] - cfg.min_delta:
-                st["best_loss"], st["best_epoch"], st["bad_epochs"] = monitored, epoch, 0
-                if cfg.early_stopping:
-                    st["best_state"] = clone_state(module.state_dict())
-            else:
-                st["bad_epochs"] += 1
-                if cfg.early_stopping and st["bad_epochs"] >= cfg.patience:
-                    st["stopped_early"] = st["done"] = True
-            st["done"] = st["done"] or epoch >= cfg.max_epochs
+            _early_stopping(st, module, cfg, epoch, monitored)
             if st["done"] or epoch % cfg.checkpoint_every == 0:
                 st["train_seconds"] = time.perf_counter() - t_start
-                last_good = snapshot()
+                last_good = loop.snapshot()
                 if cfg.checkpoint_dir:
                     save_checkpoint(cfg.checkpoint_dir, last_good)
         bar.close()
@@ -455,29 +389,122 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         module.load_state_dict(st["best_state"])
     module.eval()
     train_seconds = time.perf_counter() - t_start
+    metadata = {**info, **_run_metadata(st, cfg, device, amp_dtype, train_seconds, len(train_idx), len(val_idx)),
+                "checkpoint_hash": loop.run_hash, "resumed_from_epoch": resumed_from}
+    log.info("trained %d epochs in %.1f s (best epoch %d, stopped early: %s)",
+             len(st["rows"]), train_seconds, st["best_epoch"], st["stopped_early"])
+    return TrainingResult(history=pd.DataFrame(st["rows"]), metadata=metadata)
 
-    rows = st["rows"]
-    history = pd.DataFrame(rows)
-    metadata: dict[str, Any] = {
-        **info,
+
+def _mixed_precision(device: torch.device, cfg: TrainingConfig) -> tuple[torch.dtype | None, Any]:
+    """The autocast dtype (None: float32) and, for float16 on CUDA, a gradient scaler."""
+    if device.type == "cuda" and cfg.use_amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    if device.type == "cpu" and cfg.cpu_amp:
+        if cpu_bf16_supported():
+            return torch.bfloat16, None
+        log.warning("cpu_amp: this CPU has no native bfloat16 matrix instructions; training in float32")
+    return None, None
+
+
+class _LoopState:
+    """What a checkpoint holds besides the configuration: loop counters and history (``st``), weights,
+    optimizer, gradient scaler and random generators."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, rng: np.random.Generator,
+                 lr: float, run_hash: str) -> None:
+        self.module, self.optimizer, self.scaler, self.rng, self.run_hash = module, optimizer, scaler, rng, run_hash
+        self.st: dict[str, Any] = {"epoch": 0, "rows": [], "best_loss": np.inf, "best_epoch": 0, "best_state": None,
+                                   "bad_epochs": 0, "stopped_early": False, "done": False, "lr": lr,
+                                   "restarts": [], "train_seconds": 0.0}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"fingerprint": self.run_hash, **clone_state(self.st), "module": clone_state(self.module.state_dict()),
+                "optimizer": clone_state(self.optimizer.state_dict()),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": capture_rng(self.rng)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.module.load_state_dict(snap["module"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        if self.scaler is not None and snap.get("scaler"):
+            self.scaler.load_state_dict(snap["scaler"])
+        restore_rng(snap["rng"], self.rng)
+        self.st.update(clone_state({k: snap[k] for k in self.st}))
+        self.set_lr(self.st["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        self.st["lr"] = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _epoch(module: nn.Module, data: BatchSource, order: np.ndarray, val_idx: np.ndarray, epoch: int,
+           cfg: TrainingConfig, device: torch.device, amp_dtype: torch.dtype | None,
+           optimizer: torch.optim.Optimizer, scaler: Any) -> tuple[dict[str, float], float]:
+    """One training epoch over ``order`` and one validation pass: the history row and the monitored loss."""
+    row: dict[str, float] = {"epoch": epoch}
+    if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
+        module.on_epoch_start(epoch, cfg.max_epochs)
+    train_terms = _run_epoch(module, data, order, cfg.batch_size, device, amp_dtype, optimizer, scaler, cfg.grad_clip)
+    _check_finite(train_terms, "training")
+    row.update({f"train_{k}": v for k, v in train_terms.items()})
+    monitored = train_terms["total"]
+    if len(val_idx):
+        # batches of 256: the decoder outputs stay in cache (1,024 was 1.8x slower per cell)
+        val_terms = _run_epoch(module, data, val_idx, max(cfg.batch_size, 256), device, amp_dtype)
+        _check_finite(val_terms, "validation")
+        row.update({f"val_{k}": v for k, v in val_terms.items()})
+        monitored = val_terms["total"]
+    return row, monitored
+
+
+def _restart_after_divergence(loop: _LoopState, last_good: dict[str, Any], epoch: int, exc: FloatingPointError,
+                              max_restarts: int) -> None:
+    """Go back to ``last_good`` with half the learning rate, or fail after ``max_restarts``."""
+    st = loop.st
+    if len(st["restarts"]) >= max_restarts:
+        after = f" after {len(st['restarts'])} restart(s) with a halved learning rate" if st["restarts"] else ""
+        raise FloatingPointError(f"training diverged at epoch {epoch} (lr {st['lr']:g}){after}: {exc}") from exc
+    new_lr = st["lr"] / 2
+    restarts = st["restarts"] + [{"epoch": epoch, "from_epoch": int(last_good["epoch"]), "lr": new_lr,
+                                  "reason": str(exc)}]
+    log.warning("non-finite loss at epoch %d (%s); restarting from epoch %d with lr %g",
+                epoch, exc, last_good["epoch"], new_lr)
+    loop.restore(last_good)
+    st["restarts"] = restarts
+    loop.set_lr(new_lr)
+
+
+def _early_stopping(st: dict[str, Any], module: nn.Module, cfg: TrainingConfig, epoch: int, monitored: float) -> None:
+    """Track the best monitored loss (and weights); mark the run done on patience or the epoch cap."""
+    if monitored < st["best_loss"] - cfg.min_delta:
+        st["best_loss"], st["best_epoch"], st["bad_epochs"] = monitored, epoch, 0
+        if cfg.early_stopping:
+            st["best_state"] = clone_state(module.state_dict())
+    else:
+        st["bad_epochs"] += 1
+        if cfg.early_stopping and st["bad_epochs"] >= cfg.patience:
+            st["stopped_early"] = st["done"] = True
+    st["done"] = st["done"] or epoch >= cfg.max_epochs
+
+
+def _run_metadata(st: dict[str, Any], cfg: TrainingConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                  train_seconds: float, n_train: int, n_val: int) -> dict[str, Any]:
+    return {
         "torch_version": torch.__version__,
         "geovae_version": geovae_version(),
         "seed": int(cfg.seed),
-        "n_epochs": len(rows),
+        "n_epochs": len(st["rows"]),
         "best_epoch": int(st["best_epoch"]),
         "best_loss": float(st["best_loss"]),
         "stopped_early": bool(st["stopped_early"]),
         "train_seconds": round(train_seconds, 3),
-        "n_train": int(len(train_idx)),
-        "n_val": int(len(val_idx)),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
         "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
         "matmul_backend": matmul_backend(device),
         "config": asdict(cfg),
-        "checkpoint_hash": run_hash,
-        "resumed_from_epoch": resumed_from,
-        "divergence_restarts": [{k: v for k, v in r.items()} for r in st["restarts"]],
+        "divergence_restarts": [dict(r) for r in st["restarts"]],
         "final_lr": float(st["lr"]),
     }
-    log.info("trained %d epochs in %.1f s (best epoch %d, stopped early: %s)",
-             len(rows), train_seconds, st["best_epoch"], st["stopped_early"])
-    return TrainingResult(history=history, metadata=metadata)
