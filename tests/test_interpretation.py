@@ -327,6 +327,9 @@ def test_prerank_planted_sets_offline(monkeypatch, tmp_path):
     assert bottom["term"] == "bottom set (GO:0000002)" and bottom["tail"] == "negative" and bottom["nes"] < -1.5
     rnd = z1.set_index("term").loc["random set"]
     assert abs(rnd["nes"]) < abs(top["nes"]) and rnd["fdr"] > top["fdr"]
+    # no FDR of 0: a value below the permutation resolution is reported at the floor, and flagged
+    assert (res["fdr"] >= 1 / 51).all() and (res["p_value"] >= 1 / 51).all()
+    assert bool(top["at_resolution_limit"]) and not bool(rnd["at_resolution_limit"])
 
 
 def test_prerank_coverage_warning_and_validation():
@@ -394,11 +397,15 @@ def test_summary_page_shows_validation_and_gsea():
     assert ("pbmc", "livae") not in summary.index
     comps = pd.DataFrame({"component": ["Z1"], "best_marker": ["CD3E"]})
     gsea = pd.DataFrame({"component": ["Z1", "Z1"], "term": ["T cell thing", "other"], "nes": [2.1, 1.0],
-                         "p_value": [0.01, 0.2], "fdr": [0.0, 0.4]})
+                         "p_value": [0.0099, 0.2], "fdr": [0.0099, 0.4], "at_resolution_limit": [True, False]})
+    enrichment = pd.DataFrame({"component": ["Z1", "Z1"], "tail": ["positive", "positive"],
+                               "term": ["antigen presentation", "b"], "adj_p_value": [0.18, 0.5]})
     metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
-    page = summary_html(metrics, {"sim/livae/0": comps}, {}, {}, validation={"sim/livae/0": table},
-                        gsea={"sim/livae/0": gsea})
+    page = summary_html(metrics, {"sim/livae/0": comps}, {"sim/livae/0": enrichment}, {},
+                        validation={"sim/livae/0": table}, gsea={"sim/livae/0": gsea})
     assert "Ground-truth validation" in page and "T cell thing" in page and "precision_at_n" in page
+    assert "&lt; 0.0099" in page and ">0.0<" not in page  # an FDR at the resolution floor, never 0
+    assert "top_GO_significant" in page and ">False<" in page  # the top GO term (adj. p 0.18) is flagged
 
 
 # ---------------------------------------------------------------- offline guarantee

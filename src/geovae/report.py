@@ -10,6 +10,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+#: Adjusted p-value (Benjamini-Hochberg, see geovae.interpretation.enrichment) below which a GO term is significant.
+SIGNIFICANCE = 0.05
 #: Metrics shown in the headline table (full list in results/metrics.tsv).
 HEADLINE_METRICS = ("NMI", "ARI", "AMI", "ASW", "ASW_label", "CAL", "DAV", "COR", "DC_umap",
                     "overall_embedding_quality_umap", "DC_tsne", "overall_embedding_quality_tsne",
@@ -93,14 +95,23 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                     .groupby("component", sort=False).head(1).set_index("component"))
             shown["top_GO_term_positive"] = shown["component"].map(best["term"])
             shown["top_GO_adj_p"] = shown["component"].map(best["adj_p_value"])
+            shown["top_GO_significant"] = shown["top_GO_adj_p"] < SIGNIFICANCE
         ranked = (gsea or {}).get(run)
         if ranked is not None and not ranked.empty and "fdr" in ranked:
             best = (ranked.sort_values(["fdr", "p_value"], kind="stable")
                     .groupby("component", sort=False).head(1).set_index("component"))
             shown["top_GSEA_term"] = shown["component"].map(best["term"])
             shown["top_GSEA_NES"] = shown["component"].map(best["nes"])
-            shown["top_GSEA_FDR"] = shown["component"].map(best["fdr"])
+            limit = best.get("at_resolution_limit", pd.Series(False, index=best.index)).astype(bool)
+            shown["top_GSEA_FDR"] = [
+                f"< {fdr:.3g}" if at_limit else f"{fdr:.3g}"
+                for fdr, at_limit in zip(shown["component"].map(best["fdr"]), shown["component"].map(limit))]
         parts.append(_table(shown.set_index("component")))
+    if components:
+        parts.append(f"<p>GO over-representation: hypergeometric test, Benjamini-Hochberg adjusted p-values "
+                     f"(geovae.interpretation.enrichment); <i>top_GO_significant</i> marks adjusted p &lt; {SIGNIFICANCE}. GSEA FDRs "
+                     "written &lt; x sit at the permutation resolution 1/(permutations + 1); raise "
+                     "interpret.gsea_permutations to resolve them.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -310,8 +310,8 @@ def enrich_components(component_genes: pd.DataFrame, gene_sets: str | Path | Gen
     return out
 
 
-GSEA_COLUMNS = ["component", "tail", "term", "term_id", "es", "nes", "p_value", "fdr", "set_size",
-                "n_leading", "leading_genes"]
+GSEA_COLUMNS = ["component", "tail", "term", "term_id", "es", "nes", "p_value", "fdr", "at_resolution_limit",
+                "set_size", "n_leading", "leading_genes"]
 
 
 def empty_gsea() -> pd.DataFrame:
@@ -350,7 +350,10 @@ def prerank_components(correlations: pd.DataFrame, gene_sets: str | Path | GeneS
         One row per (component, term): ``component``, ``tail`` (``"positive"`` when the set
         sits at the positively correlated end, NES > 0, else ``"negative"``), ``term``,
         ``term_id``, ``es``, ``nes``, ``p_value`` (nominal, floored at
-        ``1 / (permutations + 1)``), ``fdr`` (gseapy's GSEA FDR q-value, 0 when below resolution),
+        ``1 / (permutations + 1)``), ``fdr`` (gseapy's GSEA FDR q-value, floored at the same
+        resolution limit: never 0), ``at_resolution_limit`` (True where the p-value or the FDR sits at
+        the floor, i.e. the true value is ``< 1 / (permutations + 1)``: more permutations would
+        resolve it),
         ``set_size`` (set genes among the ranked ones), ``n_leading`` and
         ``leading_genes`` (leading-edge genes, ``;``-separated). Sorted by component, FDR,
         p-value, -|NES|.
@@ -380,6 +383,7 @@ def prerank_components(correlations: pd.DataFrame, gene_sets: str | Path | GeneS
 
     import gseapy  # lazily: heavy
 
+    floor = 1.0 / (permutations + 1)
     frames = []
     for component in correlations.columns:
         rnk = pd.Series(correlations[component].to_numpy(dtype=np.float64), index=genes)
@@ -400,9 +404,11 @@ def prerank_components(correlations: pd.DataFrame, gene_sets: str | Path | GeneS
         frames.append(pd.DataFrame({
             "component": str(component), "tail": np.where(nes >= 0, "positive", "negative"),
             "term": res["Term"].astype(str).to_numpy(), "es": res["ES"].to_numpy(dtype=np.float64),
-            # a permutation p-value of 0 only means "< 1/permutations": report the resolution limit
-            "nes": nes, "p_value": np.maximum(res["NOM p-val"].to_numpy(dtype=np.float64), 1.0 / (permutations + 1)),
-            "fdr": res["FDR q-val"].to_numpy(dtype=np.float64),
+            # a permutation p-value or FDR of 0 only means "< 1/(permutations + 1)": report that limit
+            "nes": nes, "p_value": np.maximum(res["NOM p-val"].to_numpy(dtype=np.float64), floor),
+            "fdr": np.maximum(res["FDR q-val"].to_numpy(dtype=np.float64), floor),
+            "at_resolution_limit": (res["NOM p-val"].to_numpy(dtype=np.float64) <= floor)
+            | (res["FDR q-val"].to_numpy(dtype=np.float64) <= floor),
             "set_size": pd.to_numeric(tags[1], errors="coerce").to_numpy(),
             "n_leading": pd.to_numeric(tags[0], errors="coerce").to_numpy(),
             "leading_genes": lead.to_numpy(),
