@@ -22,7 +22,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     result.gsea.to_csv(out.gsea, sep="\t", index=False)
     result.validation.to_csv(out.validation, sep="\t", index=False)
     result.loading_genes.to_csv(out.loading_genes, sep="\t", index=False)
-    result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap)
+    result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap, correlation=out.correlation)
     result.save_component_umaps(embedding.obsm["X_umap"], out.umaps)
     write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,
                                   warnings=result.warnings, n_terms=int(len(result.enrichment)),

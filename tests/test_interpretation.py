@@ -461,3 +461,26 @@ def test_coverage_warning_reaches_the_report_end_to_end(tmp_path):
     metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
     page = summary_html(metrics, tables["components"], tables["enrichment"], tables["warnings"])
     assert "<h3>toy/livae/0</h3>" in page and "class='warn'>Warning: only 0.0% of the 40 background genes" in page
+
+
+def test_component_redundancy_known_answer(tmp_path):
+    """Z1 and Z3 are the same signal (r = 1 up to a sign-preserving scale), Z2 is independent."""
+    from geovae.interpretation.components import component_redundancy
+    from geovae.interpretation.pipeline import _redundancy_messages
+    from geovae.plotting.enrichment import component_correlation_heatmap
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=500), rng.normal(size=500)
+    latent = np.column_stack([a, b, 2 * a + 0.01 * rng.normal(size=500)])
+    genes = pd.DataFrame({"component": ["Z1", "Z1", "Z2", "Z2", "Z3", "Z3"],
+                          "gene": ["G1", "G2", "G3", "G4", "G1", "G5"]})
+    table, corr = component_redundancy(latent, genes)
+    row = table.set_index("component")
+    assert row.loc["Z1", "most_correlated_with"] == "Z3" and row.loc["Z1", "max_abs_corr"] > 0.99
+    assert row.loc["Z1", "redundant_with"] == "Z3" and row.loc["Z2", "redundant_with"] == ""
+    assert row.loc["Z1", "top_gene_jaccard"] == pytest.approx(1 / 3, abs=1e-4)  # {G1} of {G1, G2, G5}
+    assert corr.shape == (3, 3) and corr.loc["Z1", "Z3"] > 0.99
+    (message,) = _redundancy_messages(table)
+    assert "Z1-Z3" in message and "1 pair" in message
+    component_correlation_heatmap(corr, path=tmp_path / "corr.png")
+    assert (tmp_path / "corr.png").stat().st_size > 0

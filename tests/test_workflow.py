@@ -69,7 +69,8 @@ def test_every_output_exists(tiny_run: Path) -> None:
         run = base / "livae" / "0"
         for name in ("latent.h5ad", "history.tsv", "train_info.json", "loss.png", "embedding.h5ad",
                      "umap.png", "tsne.png", "metrics.tsv", "components.tsv", "component_genes.tsv",
-                     "enrichment.tsv", "enrichment_dotplot.png", "component_heatmap.png", "interpret_info.json"):
+                     "enrichment.tsv", "enrichment_dotplot.png", "component_heatmap.png", "component_correlation.png",
+                     "interpret_info.json"):
             assert (run / name).stat().st_size > 0, f"{run / name} missing or empty"
         assert (run / "model").is_dir() and any((run / "model").iterdir())
     assert (tiny_run / "results" / "report" / "summary.html").stat().st_size > 0

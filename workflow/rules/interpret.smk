@@ -28,6 +28,13 @@ rule interpret:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "component genes"},
         ),
+        correlation=report(
+            "results/{dataset}/{model}/{seed}/component_correlation.png",
+            caption="../report/component_correlation.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "component correlation"},
+        ),
         umaps=report(
             "results/{dataset}/{model}/{seed}/component_umaps.png",
             caption="../report/component_umaps.rst",

@@ -270,6 +270,55 @@ def annotate_components(adata: Any, latent_key: str = "X_latent", layer: str | N
     return components, component_genes
 
 
+#: |Pearson r| between two components' activations from which they count as one program.
+REDUNDANT_CORRELATION = 0.8
+
+
+def component_redundancy(latent: Any, component_genes: pd.DataFrame, names: list[str] | None = None,
+                         threshold: float = REDUNDANT_CORRELATION) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How much each latent component repeats another: activation correlation and shared top genes.
+
+    Parameters
+    ----------
+    latent
+        ``cells x d`` activations.
+    component_genes
+        The tidy top-gene table of :func:`annotate_components` (``component``, ``tail``, ``gene``).
+    names
+        Component names (default ``Z1..Zd``).
+    threshold
+        ``|r|`` from which two components are flagged as redundant.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Per component: ``most_correlated_with``, ``max_abs_corr`` (|Pearson r| with it),
+        ``top_gene_jaccard`` (Jaccard index of the two components' top genes, both tails) and
+        ``redundant_with`` (``;``-separated components with ``|r| >= threshold``, empty if none).
+    correlation : pandas.DataFrame
+        ``d x d`` Pearson correlations of the activations.
+    """
+    z = _latent_matrix(latent, np.asarray(latent).shape[0])
+    d = z.shape[1]
+    names = names or component_names(d)
+    corr = np.corrcoef(z, rowvar=False) if d > 1 else np.ones((1, 1))
+    corr = np.nan_to_num(np.atleast_2d(corr))
+    genes = {c: set(component_genes.loc[component_genes["component"] == c, "gene"].astype(str))
+             for c in names} if len(component_genes) else {c: set() for c in names}
+    rows = []
+    for i, name in enumerate(names):
+        others = np.abs(corr[i]).copy()
+        others[i] = -1.0
+        j = int(np.argmax(others)) if d > 1 else i
+        union = genes[name] | genes[names[j]]
+        jaccard = len(genes[name] & genes[names[j]]) / len(union) if union and j != i else 0.0
+        partners = [names[k] for k in range(d) if k != i and abs(corr[i, k]) >= threshold]
+        rows.append({"component": name, "most_correlated_with": names[j] if j != i else "",
+                     "max_abs_corr": float(others[j]) if j != i else 0.0, "top_gene_jaccard": round(jaccard, 4),
+                     "redundant_with": ";".join(partners)})
+    return pd.DataFrame(rows), pd.DataFrame(corr, index=names, columns=names)
+
+
 def _table_to_uns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     out = {}
     for col in df.columns:

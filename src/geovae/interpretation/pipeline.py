@@ -12,8 +12,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from geovae.interpretation.components import (
+    REDUNDANT_CORRELATION,
     annotate_components,
     component_names,
+    component_redundancy,
     empty_loading_genes,
     loading_genes,
 )
@@ -56,6 +58,9 @@ class InterpretationResult:
     loading_genes
         Tidy top genes per component by model loading, with degree centrality and hub flag
         (:func:`~geovae.interpretation.components.loading_genes`; empty for models without loadings).
+    component_correlation
+        ``d x d`` Pearson correlations of the component activations
+        (:func:`~geovae.interpretation.components.component_redundancy`).
     """
 
     components: pd.DataFrame
@@ -69,6 +74,7 @@ class InterpretationResult:
     latent: np.ndarray | None = None
     markers: list[tuple[str, np.ndarray] | None] = field(default_factory=list)
     loading_genes: pd.DataFrame = field(default_factory=empty_loading_genes)
+    component_correlation: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def save_component_umaps(self, umap: np.ndarray, path: str | Path) -> None:
         """Write the activation-vs-best-marker UMAP panels of every component (PNG)."""
@@ -79,9 +85,14 @@ class InterpretationResult:
         component_umaps(umap, self.latent, self.markers, component_labels=list(self.correlations.columns),
                         path=path)
 
-    def save_figures(self, dotplot: str | Path, heatmap: str | Path, top_n: int = 5) -> None:
-        """Write the enrichment dot plot and the component x top-gene heatmap (PNG)."""
-        from geovae.plotting.enrichment import component_heatmap, enrichment_dotplot
+    def save_figures(self, dotplot: str | Path, heatmap: str | Path, top_n: int = 5,
+                     correlation: str | Path | None = None) -> None:
+        """Write the enrichment dot plot, the component x top-gene heatmap and, when ``correlation`` is
+        given, the component correlation heatmap (PNG)."""
+        from geovae.plotting.enrichment import component_correlation_heatmap, component_heatmap, enrichment_dotplot
+
+        if correlation is not None:
+            component_correlation_heatmap(self.component_correlation, path=correlation)
 
         enrichment = self.enrichment
         if enrichment.empty and self.warnings:
@@ -133,6 +144,9 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         ``top_loading_negative`` and ``hub_genes`` and :attr:`InterpretationResult.loading_genes` is filled.
     """
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
+    redundancy, component_correlation = component_redundancy(adata.obsm[latent_key], component_genes,
+                                                             list(components["component"]))
+    components = components.merge(redundancy, on="component", how="left")
     by_loading = empty_loading_genes()
     if loadings is not None:
         if loadings.shape[1] != len(components):
@@ -146,7 +160,7 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         components = components.merge(summary, on="component", how="left")
     correlations = pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
                                 columns=component_names(adata.obsm[latent_key].shape[1]))
-    messages: list[str] = []
+    messages: list[str] = _redundancy_messages(redundancy)
     enrichment = pd.DataFrame(columns=["component", "tail", "term", "overlap", "p_value", "adj_p_value", "genes"])
     if modality == "atac":
         messages.append("features are peaks, not genes: GO enrichment skipped (needs a peak-to-gene annotation)")
@@ -168,4 +182,16 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
     return InterpretationResult(components, component_genes, enrichment, correlations, messages, gsea=gsea,
                                 validation=validation, validation_note=note,
                                 latent=np.asarray(adata.obsm[latent_key], dtype=np.float64),
-                                markers=_marker_expression(adata, components), loading_genes=by_loading)
+                                markers=_marker_expression(adata, components), loading_genes=by_loading,
+                                component_correlation=component_correlation)
+
+
+def _redundancy_messages(redundancy: pd.DataFrame) -> list[str]:
+    """One message naming the pairs of components that repeat each other, when there are any."""
+    pairs = sorted({tuple(sorted((row.component, other))) for row in redundancy.itertuples()
+                    for other in str(row.redundant_with).split(";") if other})
+    if not pairs:
+        return []
+    return [f"{len(pairs)} pair(s) of components carry the same signal (|r| >= {REDUNDANT_CORRELATION} between "
+            f"their activations): {', '.join(f'{a}-{b}' for a, b in pairs)}; read them as one program each "
+            "(components.tsv: redundant_with)"]

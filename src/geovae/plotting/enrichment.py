@@ -195,3 +195,44 @@ def component_umaps(umap: np.ndarray, latent: np.ndarray, markers: list[tuple[st
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+def component_correlation_heatmap(correlation: pd.DataFrame, path: str | Path | None = None,
+                                  threshold: float | None = None) -> plt.Axes:
+    """Heatmap of the Pearson correlations between component activations, zero in white.
+
+    Parameters
+    ----------
+    correlation
+        ``d x d`` correlations (``InterpretationResult.component_correlation``).
+    path
+        When given, the figure is saved there (150 dpi) and closed.
+    threshold
+        |r| from which a pair is outlined as redundant (default:
+        :data:`geovae.interpretation.components.REDUNDANT_CORRELATION`).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    from geovae.interpretation.components import REDUNDANT_CORRELATION
+
+    threshold = REDUNDANT_CORRELATION if threshold is None else threshold
+    values = correlation.to_numpy(dtype=float)
+    d = len(correlation)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * d, 1.0 + 0.45 * d))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1.0, vmax=1.0)  # symmetric limits: white is r = 0
+    ax.set_xticks(range(d), correlation.columns, rotation=90, fontsize=8)
+    ax.set_yticks(range(d), correlation.index, fontsize=8)
+    for i in range(d):
+        for j in range(d):
+            if i != j and abs(values[i, j]) >= threshold:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="black"))
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Pearson r of activations")
+    ax.set_title(f"Component correlation (outlined: |r| >= {threshold:g})", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        plt.close(fig)
+    return ax
