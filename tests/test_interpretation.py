@@ -484,3 +484,27 @@ def test_component_redundancy_known_answer(tmp_path):
     assert "Z1-Z3" in message and "1 pair" in message
     component_correlation_heatmap(corr, path=tmp_path / "corr.png")
     assert (tmp_path / "corr.png").stat().st_size > 0
+
+
+def test_go_terms_significant_and_deduplicated(tmp_path):
+    from geovae.interpretation.enrichment import collapse_redundant_terms
+    from geovae.plotting.enrichment import enrichment_dotplot
+
+    table = pd.DataFrame({
+        "component": ["Z1"] * 4 + ["Z2"], "tail": ["positive"] * 4 + ["negative"],
+        "term": ["MHC II antigen presentation", "antigen processing via MHC II", "T cell activation",
+                 "not significant", "cytolysis"],
+        "overlap": [4, 4, 3, 2, 3], "p_value": [1e-8, 1e-7, 1e-5, 0.01, 1e-4],
+        "adj_p_value": [1e-6, 1e-5, 1e-3, 0.18, 1e-2],
+        "genes": ["HLA-DRA;HLA-DQA1;CD74;HLA-DPB1", "HLA-DRA;HLA-DQA1;CD74;HLA-DMA", "CD3E;CD2;LCK",
+                  "CD3E;X", "GZMA;NKG7;PRF1"]})
+    kept = collapse_redundant_terms(table)
+    assert list(kept["term"]) == ["MHC II antigen presentation", "T cell activation", "cytolysis"]
+    first = kept.iloc[0]
+    assert first["n_collapsed"] == 1 and first["collapsed_terms"] == "antigen processing via MHC II"  # Jaccard 3/5
+    ax = enrichment_dotplot(table)
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(shown) == 3 and not any("not significant" in t for t in shown)
+    assert any("+1 similar" in t for t in shown)
+    ax = enrichment_dotplot(table[table["adj_p_value"] > 0.05], path=tmp_path / "none.png")
+    assert (tmp_path / "none.png").stat().st_size > 0

@@ -10,8 +10,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-#: Adjusted p-value (Benjamini-Hochberg, see geovae.interpretation.enrichment) below which a GO term is significant.
-SIGNIFICANCE = 0.05
+from geovae.interpretation.enrichment import SIGNIFICANCE
+
 #: Metrics shown in the headline table (full list in results/metrics.tsv).
 HEADLINE_METRICS = ("NMI", "ARI", "AMI", "ASW", "ASW_label", "CAL", "DAV", "COR", "DC_umap",
                     "overall_embedding_quality_umap", "DC_tsne", "overall_embedding_quality_tsne",

@@ -310,6 +310,60 @@ def enrich_components(component_genes: pd.DataFrame, gene_sets: str | Path | Gen
     return out
 
 
+#: Adjusted p-value (Benjamini-Hochberg) below which a term is called significant, in figures and reports.
+SIGNIFICANCE = 0.05
+#: Jaccard index of two terms' overlap genes from which the less significant one is a near-duplicate.
+DUPLICATE_JACCARD = 0.5
+
+
+def collapse_redundant_terms(enrich_df: pd.DataFrame, alpha: float = SIGNIFICANCE,
+                             max_jaccard: float = DUPLICATE_JACCARD) -> pd.DataFrame:
+    """Significant terms per component tail, near-duplicates collapsed onto the most significant one.
+
+    Within each (component, tail), terms with ``adj_p_value < alpha`` are taken from the most
+    significant down; a term whose overlap genes (the ``genes`` column: the component's top genes in
+    the term) have a Jaccard index of at least ``max_jaccard`` with a term already kept is dropped
+    and counted in the kept term's ``n_collapsed``.
+
+    Parameters
+    ----------
+    enrich_df
+        Output of :func:`enrich_components`.
+    alpha
+        Significance threshold on the adjusted p-value.
+    max_jaccard
+        Overlap (Jaccard index of the overlap genes) from which a term is a near-duplicate.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The kept rows, with ``n_collapsed`` and ``collapsed_terms`` (``;``-separated) added.
+    """
+    if enrich_df is None or len(enrich_df) == 0:
+        return pd.DataFrame(columns=[*(enrich_df.columns if enrich_df is not None else []), "n_collapsed",
+                                     "collapsed_terms"])
+    significant = enrich_df[enrich_df["adj_p_value"] < alpha].sort_values(["adj_p_value", "p_value"], kind="stable")
+    kept_rows = []
+    for _, group in significant.groupby(["component", "tail"], sort=False):
+        kept: list[tuple[int, set[str], list[str]]] = []
+        for idx, row in group.iterrows():
+            genes = set(str(row.get("genes", "")).split(";")) - {""}
+            for _, other, absorbed in kept:
+                union = genes | other
+                if union and len(genes & other) / len(union) >= max_jaccard:
+                    absorbed.append(str(row["term"]))
+                    break
+            else:
+                kept.append((idx, genes, []))
+        kept_rows += [(idx, absorbed) for idx, _, absorbed in kept]
+    out = significant.loc[[idx for idx, _ in kept_rows]].copy()
+    out["n_collapsed"] = [len(a) for _, a in kept_rows]
+    out["collapsed_terms"] = [";".join(a) for _, a in kept_rows]
+    order = {c: i for i, c in enumerate(dict.fromkeys(enrich_df["component"]))}
+    return out.sort_values(["component", "tail", "adj_p_value"], key=lambda c: c.map(order) if c.name == "component"
+                           else c, kind="stable").reset_index(drop=True)
+
+
 GSEA_COLUMNS = ["component", "tail", "term", "term_id", "es", "nes", "p_value", "fdr", "at_resolution_limit",
                 "set_size", "n_leading", "leading_genes"]
 

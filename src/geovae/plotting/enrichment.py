@@ -25,14 +25,19 @@ def _finish(ax: plt.Axes, path: str | Path | None) -> plt.Axes:
 
 def enrichment_dotplot(enrich_df: pd.DataFrame, top_n: int = 5, ax: plt.Axes | None = None,
                        path: str | Path | None = None) -> plt.Axes:
-    """Dot plot of the top enriched terms per component and tail.
+    """Dot plot of the significant, deduplicated GO terms per component and tail.
+
+    Only terms with an adjusted p-value below
+    :data:`geovae.interpretation.enrichment.SIGNIFICANCE` are drawn, near-duplicates collapsed onto
+    the most significant one (:func:`geovae.interpretation.enrichment.collapse_redundant_terms`; the
+    number collapsed is shown after the name); long names are wrapped, not cut.
 
     Parameters
     ----------
     enrich_df
         Output of :func:`geovae.interpretation.enrich_components`.
     top_n
-        Terms kept per (component, tail), smallest adjusted p-value first.
+        Terms kept per (component, tail) after deduplication, most significant first.
     ax
         Axes to draw on; a new figure is created when ``None``.
     path
@@ -42,44 +47,54 @@ def enrichment_dotplot(enrich_df: pd.DataFrame, top_n: int = 5, ax: plt.Axes | N
     -------
     matplotlib.axes.Axes
         x: ``component`` + tail sign (``Z1+``/``Z1-``), y: term, dot size: overlap,
-        colour: ``-log10(adj_p_value)``. An empty table gives an axes with a note.
+        colour: ``-log10(adj_p_value)`` from the significance threshold up. A table without a
+        significant term gives an axes with a note.
     """
-    if enrich_df is None or len(enrich_df) == 0:
+    import textwrap
+
+    from geovae.interpretation.enrichment import SIGNIFICANCE, collapse_redundant_terms
+
+    kept = collapse_redundant_terms(enrich_df) if enrich_df is not None and len(enrich_df) else None
+    if kept is None or len(kept) == 0:
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 2))
-        note = (enrich_df.attrs.get("warning") if enrich_df is not None else None) or "no enriched terms"
+        note = (enrich_df.attrs.get("warning") if enrich_df is not None else None) or (
+            f"no GO term with adjusted p < {SIGNIFICANCE}")
         ax.text(0.5, 0.5, _shorten(str(note), 90), ha="center", va="center", fontsize=8, wrap=True)
         ax.set_axis_off()
         return _finish(ax, path)
 
-    df = enrich_df.copy()
+    df = kept.copy()
     df["column"] = df["component"].astype(str) + df["tail"].map(_TAIL_MARK).fillna("?")
-    columns = list(dict.fromkeys(df["column"]))  # enrich_components sorts by component then tail
-    top = (df.sort_values(["adj_p_value", "p_value"], kind="stable")
-             .groupby("column", sort=False).head(top_n))
-    terms = list(dict.fromkeys(top.sort_values(["column"], key=lambda c: c.map(columns.index), kind="stable")
-                               ["term"]))
+    columns = list(dict.fromkeys(df["column"]))
+    top = df.groupby("column", sort=False).head(top_n)
+    terms = list(dict.fromkeys(top["term"]))
     show = df[df["term"].isin(terms)]
+    collapsed = show.groupby("term")["n_collapsed"].max()
+    labels = [textwrap.fill(t + (f"  (+{collapsed[t]} similar)" if collapsed.get(t, 0) else ""), 60)
+              for t in terms]
     x = show["column"].map(columns.index).to_numpy()
     y = show["term"].map(terms.index).to_numpy()
     score = -np.log10(np.clip(show["adj_p_value"].to_numpy(dtype=float), 1e-300, 1.0))
     size = 20 + 25 * show["overlap"].to_numpy(dtype=float)
+    lines = sum(label.count("\n") + 1 for label in labels)
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(2.5 + 0.45 * len(columns), 1.2 + 0.28 * len(terms)))
-    points = ax.scatter(x, y, s=size, c=score, cmap="viridis", vmin=0, edgecolors="0.2", linewidths=0.4)
-    ax.figure.colorbar(points, ax=ax, fraction=0.04, pad=0.02, label="-log10 adj. p")
-    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(terms)), [_shorten(t) for t in terms], fontsize=7)
+        _, ax = plt.subplots(figsize=(5.5 + 0.5 * len(columns), 1.5 + 0.3 * lines))
+    points = ax.scatter(x, y, s=size, c=score, cmap="viridis", vmin=-np.log10(SIGNIFICANCE),
+                        edgecolors="0.2", linewidths=0.4)
+    ax.figure.colorbar(points, ax=ax, fraction=0.04, pad=0.02, label="-log10 adjusted p (BH)")
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=9)
+    ax.set_yticks(range(len(terms)), labels, fontsize=8)
     ax.set_xlim(-0.6, len(columns) - 0.4)
     ax.set_ylim(len(terms) - 0.5, -0.5)
     ax.grid(True, color="0.92", linewidth=0.5)
     ax.set_axisbelow(True)
     for overlap in sorted({int(v) for v in np.quantile(show["overlap"], [0.0, 0.5, 1.0])}):
         ax.scatter([], [], s=20 + 25 * overlap, c="0.6", label=str(overlap))
-    ax.legend(title="overlap", loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7, title_fontsize=7,
-              frameon=False)
-    ax.set_title("GO BP over-representation per component", fontsize=9)
+    ax.legend(title="top genes\nin term", loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7,
+              title_fontsize=7, frameon=False)
+    ax.set_title(f"GO BP terms with adjusted p < {SIGNIFICANCE} (near-duplicates collapsed)", fontsize=9)
     return _finish(ax, path)
 
 
