@@ -508,3 +508,17 @@ def test_go_terms_significant_and_deduplicated(tmp_path):
     assert any("+1 similar" in t for t in shown)
     ax = enrichment_dotplot(table[table["adj_p_value"] > 0.05], path=tmp_path / "none.png")
     assert (tmp_path / "none.png").stat().st_size > 0
+
+
+def test_loss_figure_pairs_training_and_validation_and_marks_the_kept_epoch():
+    from geovae.plotting.training import loss_curves
+
+    history = pd.DataFrame({"epoch": range(1, 11), "train_total": np.linspace(5, 3, 10),
+                            "val_total": np.linspace(6, 4, 10), "train_kl": np.ones(10), "val_kl": np.ones(10),
+                            "seconds": np.ones(10)})
+    fig = loss_curves(history, best_epoch=7)
+    used = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert [ax.get_title() for ax in used] == ["total", "kl"]  # one panel per term, no 'seconds'
+    for ax in used:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert labels == ["training", "validation", "kept: epoch 7"]

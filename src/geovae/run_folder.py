@@ -94,7 +94,7 @@ def write_training_outputs(model: Any, adata: ad.AnnData, *, model_dir: str | Pa
     result.write_h5ad(latent)
     model.history.to_csv(history, sep="\t", index=False)
     if loss is not None:
-        loss_curves(model.history, loss, title=title)
+        loss_curves(model.history, loss, title=title, best_epoch=getattr(model, "metadata", {}).get("best_epoch"))
     model.save(model_dir, overwrite=True)
     write_json(info, dict(record))
     return result

@@ -190,10 +190,11 @@ def component_umaps(umap: np.ndarray, latent: np.ndarray, markers: list[tuple[st
     for k in range(d):
         row, col = divmod(k, pairs_per_row)
         ax_z, ax_g = axes[row, 2 * col], axes[row, 2 * col + 1]
-        order = np.argsort(latent[:, k], kind="stable")
+        order = np.argsort(np.abs(latent[:, k]), kind="stable")  # strongest activations drawn on top
+        limit = float(np.max(np.abs(latent[:, k]))) or 1.0  # symmetric limits: white is an activation of 0
         pts = ax_z.scatter(umap[order, 0], umap[order, 1], c=latent[order, k], s=point_size, cmap="coolwarm",
-                           linewidths=0, rasterized=True)
-        fig.colorbar(pts, ax=ax_z, fraction=0.046, pad=0.02)
+                           vmin=-limit, vmax=limit, linewidths=0, rasterized=True)
+        fig.colorbar(pts, ax=ax_z, fraction=0.046, pad=0.02, label="activation (latent mean)")
         ax_z.set_title(f"{labels[k]} activation", fontsize=8)
         if markers[k] is None:
             ax_g.text(0.5, 0.5, "no positively\ncorrelated gene", ha="center", va="center", fontsize=8)
@@ -203,7 +204,7 @@ def component_umaps(umap: np.ndarray, latent: np.ndarray, markers: list[tuple[st
             order = np.argsort(expr, kind="stable")  # high expression drawn on top
             pts = ax_g.scatter(umap[order, 0], umap[order, 1], c=expr[order], s=point_size, cmap="viridis",
                                linewidths=0, rasterized=True)
-            fig.colorbar(pts, ax=ax_g, fraction=0.046, pad=0.02)
+            fig.colorbar(pts, ax=ax_g, fraction=0.046, pad=0.02, label="log1p normalised expression")
             ax_g.set_title(f"{labels[k]} best marker: {_shorten(str(gene), 25)}", fontsize=8)
     fig.tight_layout()
     if path is not None:

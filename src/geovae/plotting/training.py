@@ -8,8 +8,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 
-def loss_curves(history: pd.DataFrame, path: str | Path | None = None, title: str = "") -> plt.Figure:
-    """Plot every loss term of ``history`` per epoch, train and validation side by side.
+def loss_curves(history: pd.DataFrame, path: str | Path | None = None, title: str = "",
+                best_epoch: int | None = None) -> plt.Figure:
+    """Plot every loss term per epoch, training and validation in the same panel.
 
     Parameters
     ----------
@@ -19,18 +20,31 @@ def loss_curves(history: pd.DataFrame, path: str | Path | None = None, title: st
         When given, save the figure there (PNG) and close it.
     title
         Figure title.
+    best_epoch
+        Epoch whose weights were kept (early stopping), marked by a dashed line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     numeric = history.select_dtypes("number")
-    terms = [c for c in numeric.columns if c != "epoch"]
+    columns = [c for c in numeric.columns if c not in ("epoch", "seconds")]
+    terms = list(dict.fromkeys(c.split("_", 1)[1] if c.startswith(("train_", "val_")) else c for c in columns))
     n = max(len(terms), 1)
     ncols = min(n, 4)
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
     x = history["epoch"] if "epoch" in history else range(len(history))
     for ax, term in zip(axes.ravel(), terms):
-        ax.plot(x, numeric[term], lw=1.2)
+        for column, label, style in ((f"train_{term}", "training", "-"), (f"val_{term}", "validation", "--"),
+                                     (term, term, "-")):
+            if column in numeric:
+                ax.plot(x, numeric[column], style, lw=1.2, label=label)
+        if best_epoch:
+            ax.axvline(best_epoch, color="0.3", lw=0.8, ls=":", label=f"kept: epoch {best_epoch}")
         ax.set_title(term, fontsize=8)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.legend(fontsize=6, frameon=False)
     for ax in axes.ravel()[len(terms):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
