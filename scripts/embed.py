@@ -4,10 +4,14 @@ import json
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
+import pandas as pd
 
 from geovae.embedding import embed_2d
-from geovae.run_folder import read_latent
+from geovae.metrics.clustering import leiden_clusters
 from geovae.pl import embedding_scatter
+from geovae.plotting.embedding import overview_panels
+from geovae.run_folder import read_latent
 from geovae.runinfo import atomic_outputs, log_to, provenance, run_info, write_json
 from geovae.workflow_config import dataset_config
 
@@ -22,6 +26,9 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
                                perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads)
     result.obs = obs
     result.obsm.update(coords)
+    # Leiden clusters of the latent (scanpy's default graph and resolution), for the overview figure and users
+    clusters = leiden_clusters(result.obsm["X_latent"], seed=params.seed)
+    result.obs["leiden"] = pd.Categorical(clusters.astype(str), categories=[str(c) for c in np.unique(clusters)])
     if "program_usage" in data.obsm:  # simulated ground truth, used by the program-recovery metrics
         result.obsm["program_usage"] = data.obsm["program_usage"]
     info = run_info(dataset=wc.dataset, model=wc.model, seed=params.seed, seconds=seconds, settings=dict(settings))
@@ -35,5 +42,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     title = f"{wc.model} / {wc.dataset}"
     embedding_scatter(coords["X_umap"], obs, color, "UMAP", out.umap, title=title)
     embedding_scatter(coords["X_tsne"], obs, color, "t-SNE", out.tsne, title=title)
+    overview_panels(coords["X_umap"], result.obs, data.obsm["spatial"] if "spatial" in data.obsm else None,
+                    color=[params.label_key], path=out.overview, title=title)
     write_json(out.info, info)
     print(f"UMAP {seconds['umap']:.1f} s, t-SNE {seconds['tsne']:.1f} s")

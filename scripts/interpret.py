@@ -3,6 +3,7 @@
 import anndata as ad
 
 from geovae.interpretation import interpret_run
+from geovae.plotting.enrichment import group_component_heatmap, marker_dotplot
 from geovae.run_folder import read_latent, run_loadings
 from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
 
@@ -24,6 +25,13 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     result.loading_genes.to_csv(out.loading_genes, sep="\t", index=False)
     result.save_figures(dotplot=out.dotplot, heatmap=out.heatmap, correlation=out.correlation)
     result.save_component_umaps(embedding.obsm["X_umap"], out.umaps)
+    # groups: the label column when the sheet names one, else the Leiden clusters of the embedding
+    groupby = params.label_key if params.label_key and params.label_key in adata.obs else "leiden"
+    if groupby == "leiden":
+        adata.obs["leiden"] = embedding.obs["leiden"].to_numpy()
+    group_component_heatmap(result.latent, adata.obs[groupby], list(result.correlations.columns), out.groups,
+                            title=groupby)
+    marker_dotplot(adata, result.components["best_marker"].dropna().tolist(), groupby, out.markers)
     write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,
                                   warnings=result.warnings, n_terms=int(len(result.enrichment)),
                                   n_gsea_rows=int(len(result.gsea)), gsea_permutations=params.gsea_permutations,

@@ -70,6 +70,7 @@ def test_every_output_exists(tiny_run: Path) -> None:
         for name in ("latent.h5ad", "history.tsv", "train_info.json", "loss.png", "embedding.h5ad",
                      "umap.png", "tsne.png", "metrics.tsv", "components.tsv", "component_genes.tsv",
                      "enrichment.tsv", "enrichment_dotplot.png", "component_heatmap.png", "component_correlation.png",
+                     "overview.png", "group_components.png", "marker_dotplot.png",
                      "interpret_info.json"):
             assert (run / name).stat().st_size > 0, f"{run / name} missing or empty"
         assert (run / "model").is_dir() and any((run / "model").iterdir())
@@ -198,3 +199,9 @@ def test_per_dataset_unknown_dataset_stops_before_any_job(tmp_path: Path) -> Non
     proc = _snakemake("-n", "--cores", "1", "--configfile", "config/config.yaml", str(extra), cwd=project)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "per_dataset names dataset 'pbmc68'" in out and "(did you mean 'pbmc68k'?)" in out
+
+
+def test_leiden_clusters_in_the_embedding(tiny_run: Path) -> None:
+    emb = ad.read_h5ad(tiny_run / "results" / "pbmc" / "livae" / "0" / "embedding.h5ad")
+    assert "leiden" in emb.obs and 2 <= emb.obs["leiden"].nunique() < emb.n_obs
+    assert "X_latent" in emb.obsm and emb.n_vars > 0  # the model's features travel in var

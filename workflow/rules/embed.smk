@@ -23,6 +23,13 @@ rule embed:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "t-SNE"},
         ),
+        overview=report(
+            "results/{dataset}/{model}/{seed}/overview.png",
+            caption="../report/overview.rst",
+            category="Embeddings",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "Leiden, QC, spatial"},
+        ),
     params:
         label_key=lambda wc: DATASETS.loc[wc.dataset, "label_key"],
         batch_key=lambda wc: DATASETS.loc[wc.dataset, "batch_key"],

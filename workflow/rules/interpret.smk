@@ -35,6 +35,20 @@ rule interpret:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "component correlation"},
         ),
+        groups=report(
+            "results/{dataset}/{model}/{seed}/group_components.png",
+            caption="../report/group_components.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "components by cell type"},
+        ),
+        markers=report(
+            "results/{dataset}/{model}/{seed}/marker_dotplot.png",
+            caption="../report/marker_dotplot.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "marker dot plot"},
+        ),
         umaps=report(
             "results/{dataset}/{model}/{seed}/component_umaps.png",
             caption="../report/component_umaps.rst",
@@ -44,6 +58,7 @@ rule interpret:
         ),
     params:
         gmt=gene_sets_for,
+        label_key=lambda wc: DATASETS.loc[wc.dataset, "label_key"],
         modality=modality,
         n_top=lambda wc: dcfg(wc)["interpret"]["n_top"],
         min_coverage=lambda wc: dcfg(wc)["interpret"]["min_coverage"],

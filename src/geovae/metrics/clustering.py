@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,10 +181,6 @@ def leiden_metrics(
         ``NMI_leiden``, ``ARI_leiden`` (at the best resolution), ``leiden_resolution`` and
         ``leiden_n_clusters``.
     """
-    import igraph as ig
-
-    from ._graph import knn, umap_connectivities
-
     Z = _as_latent(Z)
     codes, mask = _encode_labels(labels, Z.shape[0])
     if not len(resolutions):
@@ -193,29 +190,70 @@ def leiden_metrics(
         raise ValueError(
             f"leiden_metrics needs more than n_neighbors={n_neighbors} labelled cells, got {Zl.shape[0]}"
         )
-    upper = sp.triu(umap_connectivities(*knn(Zl, n_neighbors)), k=1).tocoo()
-    graph = ig.Graph(n=Zl.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
-    weights = upper.data.astype(np.float64).tolist()
+    graph, weights = _leiden_graph(Zl, n_neighbors)
     best: dict[str, float] | None = None
-    try:
-        for res in resolutions:
-            ig.set_random_number_generator(random.Random(seed))
-            part = graph.community_leiden(
-                objective_function="modularity", weights=weights, resolution=float(res), n_iterations=-1
-            )
-            pred = np.asarray(part.membership)
-            nmi = float(normalized_mutual_info_score(codes, pred))
-            if best is None or nmi > best["NMI_leiden"]:
-                best = {
-                    "NMI_leiden": nmi,
-                    "ARI_leiden": float(adjusted_rand_score(codes, pred)),
-                    "leiden_resolution": float(res),
-                    "leiden_n_clusters": float(np.unique(pred).size),
-                }
-    finally:
-        ig.set_random_number_generator(random)  # igraph's default: the random module
+    for res in resolutions:
+        pred = _leiden(graph, weights, float(res), seed)
+        nmi = float(normalized_mutual_info_score(codes, pred))
+        if best is None or nmi > best["NMI_leiden"]:
+            best = {
+                "NMI_leiden": nmi,
+                "ARI_leiden": float(adjusted_rand_score(codes, pred)),
+                "leiden_resolution": float(res),
+                "leiden_n_clusters": float(np.unique(pred).size),
+            }
     assert best is not None
     return best
+
+
+def _leiden_graph(Z: np.ndarray, n_neighbors: int) -> tuple[Any, list[float]]:
+    """scanpy's default neighbour graph of ``Z`` as an igraph graph and its edge weights."""
+    import igraph as ig
+
+    from ._graph import knn, umap_connectivities
+
+    upper = sp.triu(umap_connectivities(*knn(Z, n_neighbors)), k=1).tocoo()
+    graph = ig.Graph(n=Z.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
+    return graph, upper.data.astype(np.float64).tolist()
+
+
+def _leiden(graph: Any, weights: list[float], resolution: float, seed: int) -> np.ndarray:
+    """igraph's Leiden (modularity with resolution, to convergence), its RNG seeded with ``seed``."""
+    import igraph as ig
+
+    try:
+        ig.set_random_number_generator(random.Random(seed))
+        part = graph.community_leiden(objective_function="modularity", weights=weights, resolution=resolution,
+                                      n_iterations=-1)
+        return np.asarray(part.membership)
+    finally:
+        ig.set_random_number_generator(random)  # igraph's default: the random module
+
+
+def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """Leiden clusters of the kNN graph of ``Z`` at one resolution (the graph of :func:`leiden_metrics`).
+
+    Parameters
+    ----------
+    Z
+        ``(n, d)`` latent matrix.
+    resolution
+        Leiden resolution (1.0, scanpy's default).
+    n_neighbors
+        Neighbours of the kNN graph (the cell itself included).
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    numpy.ndarray
+        Cluster index of every cell (int).
+    """
+    Z = _as_latent(Z)
+    if Z.shape[0] <= n_neighbors:
+        return np.zeros(Z.shape[0], dtype=int)
+    graph, weights = _leiden_graph(Z, n_neighbors)
+    return _leiden(graph, weights, float(resolution), seed)
 
 
 def knn_accuracy(

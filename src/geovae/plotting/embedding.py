@@ -61,3 +61,50 @@ def embedding_scatter(xy: np.ndarray, obs: pd.DataFrame, color: Sequence[str | N
         fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+#: QC columns of the preprocessed data drawn on the embedding, when present.
+QC_COLUMNS = ("total_counts", "n_genes", "n_peaks", "pct_mito")
+
+
+def overview_panels(umap: np.ndarray, obs: pd.DataFrame, spatial: np.ndarray | None = None,
+                    color: Sequence[str] = (), path: str | Path | None = None, title: str = "") -> plt.Figure:
+    """UMAP coloured by Leiden clusters and by each QC metric; spot coordinates too, when present.
+
+    Parameters
+    ----------
+    umap
+        ``n x 2`` UMAP coordinates.
+    obs
+        Cell metadata: ``leiden``, the QC columns of :data:`QC_COLUMNS` that exist, and ``color``.
+    spatial
+        ``n x 2`` spot coordinates (spatial data), drawn coloured by ``leiden`` and ``color``.
+    color
+        Further obs columns (label, batch) for the spatial panels.
+    path
+        When given, the figure is saved there (PNG, 130 dpi) and closed.
+    title
+        Figure title prefix.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    umap_keys = [k for k in ("leiden", *QC_COLUMNS) if k in obs]
+    spatial_keys = [k for k in ("leiden", *color) if k and k in obs] if spatial is not None else []
+    panels = [("UMAP", umap, k) for k in umap_keys] + [("spatial", spatial, k) for k in spatial_keys]
+    n_cols = min(len(panels), 3) or 1
+    n_rows = max(1, -(-len(panels) // n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.9 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (basis, xy, key) in zip(axes.ravel(), panels):
+        ax.set_axis_on()
+        _scatter(ax, np.asarray(xy), obs[key], f"{title} {basis} - {key}".strip())
+        ax.set_xlabel(f"{basis} 1" if basis == "UMAP" else "x")
+        ax.set_ylabel(f"{basis} 2" if basis == "UMAP" else "y")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        plt.close(fig)
+    return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -252,3 +253,68 @@ def component_correlation_heatmap(correlation: pd.DataFrame, path: str | Path | 
         fig.savefig(path, dpi=150, bbox_inches="tight")
         plt.close(fig)
     return ax
+
+
+def group_component_heatmap(latent: np.ndarray, groups: pd.Series, names: Sequence[str],
+                            path: str | Path | None = None, title: str = "") -> plt.Axes:
+    """Mean activation of every component in every group of cells (cell type or cluster), zero in white.
+
+    Parameters
+    ----------
+    latent
+        ``cells x d`` activations.
+    groups
+        Group of every cell (missing values are left out).
+    names
+        Component names.
+    path
+        When given, the figure is saved there (150 dpi) and closed.
+    title
+        Name of the grouping, shown in the title (e.g. the label column).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    frame = pd.DataFrame(np.asarray(latent, dtype=float), columns=list(names))
+    frame["group"] = np.asarray(groups.astype(object))
+    means = frame.dropna(subset=["group"]).groupby("group", observed=True).mean()
+    limit = float(np.nanmax(np.abs(means.to_numpy()))) if means.size else 1.0
+    fig, ax = plt.subplots(figsize=(1.8 + 0.5 * len(names), 1.2 + 0.3 * len(means)))
+    image = ax.imshow(means.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(names)), list(names), rotation=90, fontsize=8)
+    ax.set_yticks(range(len(means)), [_shorten(str(g), 40) for g in means.index], fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="mean activation")
+    ax.set_title(f"Mean component activation by {title or 'group'}", fontsize=9)
+    return _finish(ax, path)
+
+
+def marker_dotplot(adata: Any, markers: Sequence[str], groupby: str, path: str | Path | None = None) -> None:
+    """scanpy's dot plot of the components' best markers by ``groupby`` (fraction expressing, mean expression).
+
+    Parameters
+    ----------
+    adata
+        Preprocessed data (log-normalised expression in ``.X``) with ``obs[groupby]``.
+    markers
+        Genes to show (the components' best markers, duplicates dropped).
+    groupby
+        obs column of the groups.
+    path
+        PNG written there.
+    """
+    import scanpy as sc
+
+    genes = [g for g in dict.fromkeys(map(str, markers)) if g in adata.var_names]
+    if not genes or groupby not in adata.obs:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.text(0.5, 0.5, "no marker genes or no groups to show", ha="center", va="center", fontsize=8)
+        ax.set_axis_off()
+        _finish(ax, path)
+        return
+    data = adata[adata.obs[groupby].notna()].copy()
+    data.obs[groupby] = data.obs[groupby].astype(str).astype("category")
+    dot = sc.pl.dotplot(data, genes, groupby=groupby, show=False, return_fig=True,
+                        colorbar_title="mean log1p\nexpression", size_title="fraction of\ncells (%)")
+    dot.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close("all")
