@@ -17,6 +17,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
                         tables["warnings"], tables["train_seconds"], validation=tables["validation"],
                         gsea=tables["gsea"], per_dataset=snakemake.config.get("per_dataset"),
                         qc={Path(path).parent.name: pd.read_csv(path, sep="\t") for path in inp.qc},
+                        simulated_datasets=[d for d, row in snakemake.params.species.items() if row == "simulated"],
                         cell_tables={Path(path).parent.name: json.loads(Path(path).read_text()).get("cell_tables", [])
                                      for path in inp.manifests})
     Path(out[0]).write_text(page)

@@ -522,3 +522,19 @@ def test_loss_figure_pairs_training_and_validation_and_marks_the_kept_epoch():
     for ax in used:
         labels = [line.get_label() for line in ax.get_lines()]
         assert labels == ["training", "validation", "kept: epoch 7"]
+
+
+def test_summary_defines_metrics_and_marks_simulated_data():
+    from geovae.metrics.statistics import model_ranks
+    from geovae.report import summary_html
+
+    metrics = pd.DataFrame({"dataset": ["sim", "sim", "real", "real"] * 2, "model": ["a"] * 4 + ["b"] * 4,
+                            "seed": 0, "metric": ["NMI", "DAV", "NMI", "DAV"] * 2,
+                            "value": [0.9, 1.0, 0.5, 2.0, 0.8, 0.5, 0.6, 3.0], "category": "clustering"})
+    page = summary_html(metrics, {}, {}, {}, simulated_datasets=["sim"])
+    assert "sim (SIMULATED)" in page and "real (SIMULATED)" not in page
+    assert "What each metric means" in page and "Davies-Bouldin" in page and ">lower<" in page
+    settings = pd.concat([metrics, metrics.assign(metric="leiden_resolution")])
+    ranks = model_ranks(settings)
+    assert "leiden_resolution" not in ranks.columns  # settings are not ranked
+    assert ranks.loc["b", "DAV"] == 1.5 and ranks.loc["a", "NMI"] == 1.5  # DAV: lower is better

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from geovae.interpretation.enrichment import SIGNIFICANCE
+from geovae.metrics.glossary import glossary_table
 
 #: Metrics shown in the headline table (full list in results/metrics.tsv).
 HEADLINE_METRICS = ("NMI", "ARI", "AMI", "ASW", "ASW_label", "CAL", "DAV", "COR", "DC_umap",
@@ -29,7 +30,8 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                  gsea: Mapping[str, pd.DataFrame] | None = None,
                  per_dataset: Mapping[str, Mapping[str, Any]] | None = None,
                  qc: Mapping[str, pd.DataFrame] | None = None,
-                 cell_tables: Mapping[str, list[Mapping[str, Any]]] | None = None) -> str:
+                 cell_tables: Mapping[str, list[Mapping[str, Any]]] | None = None,
+                 simulated_datasets: Iterable[str] | None = None) -> str:
     """Render the run summary as a standalone HTML page.
 
     Parameters
@@ -56,16 +58,24 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
     cell_tables
         Per dataset the per-cell annotation tables joined at acquisition (``cell_tables`` of the
         acquire manifest: file, match rate, columns added).
+    simulated_datasets
+        Datasets of SIMULATED data (sheet species ``simulated``), marked as such in the tables.
     """
     parts = ["<html><head><meta charset='utf-8'><title>geovae summary</title>",
-             "<style>body{font-family:sans-serif;margin:2em} .table{border-collapse:collapse;font-size:12px}"
+             "<style>body{font-family:sans-serif;margin:2em} .table{border-collapse:collapse;font-size:12px;"
+             "display:block;overflow-x:auto;max-width:100%}"
              " .table td,.table th{padding:2px 8px;border-bottom:1px solid #ddd} .warn{color:#a40}</style>",
              "</head><body><h1>geovae run summary</h1>"]
     headline = metrics[metrics["metric"].isin(HEADLINE_METRICS)]
     if not headline.empty:
         wide = headline.pivot_table(index=["dataset", "model"], columns="metric", values="value", aggfunc="mean")
         wide = wide[[m for m in HEADLINE_METRICS if m in wide.columns]]
-        parts += ["<h2>Headline metrics (mean over seeds)</h2>", _table(wide)]
+        simulated = set(simulated_datasets or ())
+        if simulated:
+            wide = wide.rename(index=lambda d: f"{d} (SIMULATED)" if d in simulated else d, level=0)
+        parts += ["<h2>Headline metrics (mean over seeds)</h2>", _table(wide),
+                  "<details><summary>What each metric means</summary>",
+                  _table(glossary_table(list(wide.columns))), "</details>"]
     if train_seconds:
         parts += ["<h2>Training time (s)</h2>",
                   _table(pd.Series(train_seconds, name="seconds").to_frame())]

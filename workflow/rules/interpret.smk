@@ -7,9 +7,21 @@ rule interpret:
         data="results/{dataset}/preprocessed.h5ad",
         embedding="results/{dataset}/{model}/{seed}/embedding.h5ad",
     output:
-        components="results/{dataset}/{model}/{seed}/components.tsv",
+        components=report(
+            "results/{dataset}/{model}/{seed}/components.tsv",
+            caption="../report/components_table.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "components table"},
+        ),
         genes="results/{dataset}/{model}/{seed}/component_genes.tsv",
-        enrichment="results/{dataset}/{model}/{seed}/enrichment.tsv",
+        enrichment=report(
+            "results/{dataset}/{model}/{seed}/enrichment.tsv",
+            caption="../report/enrichment_table.rst",
+            category="Interpretation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "GO enrichment table"},
+        ),
         gsea="results/{dataset}/{model}/{seed}/gsea.tsv",
         validation="results/{dataset}/{model}/{seed}/program_validation.tsv",
         loading_genes="results/{dataset}/{model}/{seed}/loading_genes.tsv",

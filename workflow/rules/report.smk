@@ -12,6 +12,8 @@ rule summary:
         train_info=run_targets("results/{dataset}/{model}/{seed}/train_info.json"),
         qc=[f"results/{d}/qc.tsv" for d in DATASETS.index],
         manifests=[f"results/{d}/acquire_manifest.json" for d in DATASETS.index],
+    params:
+        species=lambda wc: DATASETS["species"].to_dict(),
     output:
         report(
             "results/report/summary.html",

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .glossary import GLOSSARY, describe
+
 #: Metrics where a lower value is better (used for ranks and the direction note).
-LOWER_IS_BETTER = frozenset({"DAV"})
+LOWER_IS_BETTER = frozenset(m for m, (_, better) in GLOSSARY.items() if better == "lower")
 
 #: Columns of :func:`paired_comparison`.
 COMPARISON_COLUMNS = ["metric", "category", "reference", "comparator", "n_datasets", "mean_difference",
@@ -86,6 +88,9 @@ def paired_comparison(metrics: pd.DataFrame, reference: str = "livae", min_datas
                 if "category" in metrics else pd.Series(dtype=str))
     rows: list[dict] = []
     for metric in pd.unique(metrics["metric"]):
+        better = describe(metric)[1]
+        if not better:  # settings and counts (leiden_resolution, K_max, ...) are not ranked
+            continue
         wide = _wide(metrics, metric)
         if reference not in wide.columns:
             continue
@@ -165,7 +170,9 @@ def comparison_markdown(comparison: pd.DataFrame, digits: int = 3) -> str:
 
 
 def model_ranks(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean rank (1 = best) of each model per metric over datasets (``DAV``: lower is better).
+    """Mean rank (1 = best) of each model per ranked metric over datasets (direction from
+    :mod:`geovae.metrics.glossary`: ``DAV`` and ``COR`` lower is better; settings such as
+    ``leiden_resolution`` or ``K_max`` are not ranked).
 
     Returns
     -------
@@ -173,9 +180,12 @@ def model_ranks(metrics: pd.DataFrame) -> pd.DataFrame:
     """
     out = {}
     for metric in pd.unique(metrics["metric"]):
+        better = describe(metric)[1]
+        if not better:  # settings and counts (leiden_resolution, K_max, ...) are not ranked
+            continue
         wide = _wide(metrics, metric)
         if wide.shape[1] < 1 or wide.empty:
             continue
-        ascending = metric in LOWER_IS_BETTER
+        ascending = better == "lower"
         out[metric] = wide.rank(axis=1, ascending=ascending, method="average").mean(axis=0)
     return pd.DataFrame(out)

@@ -33,11 +33,13 @@ def paired_difference_boxplots(metrics: pd.DataFrame, reference: str = "livae",
     means = metrics.groupby(["category", "metric", "dataset", "model"], sort=False)["value"].mean().reset_index()
     categories = list(pd.unique(means["category"]))
     comparators = sorted(set(means["model"]) - {reference})
-    fig, axes = plt.subplots(len(categories) or 1, 1, figsize=(10, 2.8 * max(len(categories), 1)), squeeze=False)
-    if not comparators:
-        axes[0, 0].text(0.5, 0.5, "only one model: no paired differences", ha="center", va="center")
-        axes[0, 0].axis("off")
+    if not comparators:  # one figure with a note, not one empty axes per category
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.text(0.5, 0.5, f"only {reference} ran: no paired differences (add models to the config's models)",
+                ha="center", va="center", fontsize=9)
+        ax.axis("off")
         return _save(fig, path)
+    fig, axes = plt.subplots(len(categories) or 1, 1, figsize=(10, 2.8 * max(len(categories), 1)), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, cat in zip(axes[:, 0], categories):
         sub = means[means["category"] == cat]
@@ -68,8 +70,8 @@ def paired_difference_boxplots(metrics: pd.DataFrame, reference: str = "livae",
 def rank_heatmap(ranks: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Heatmap of mean ranks (1 = best), models x metrics, from :func:`geovae.metrics.statistics.model_ranks`."""
     fig, ax = plt.subplots(figsize=(1.0 + 0.32 * max(ranks.shape[1], 1), 1.2 + 0.4 * max(ranks.shape[0], 1)))
-    if ranks.empty:
-        ax.text(0.5, 0.5, "no metrics", ha="center", va="center")
+    if ranks.empty or ranks.shape[0] < 2:
+        ax.text(0.5, 0.5, "no metrics" if ranks.empty else "one model: nothing to rank", ha="center", va="center")
         ax.axis("off")
         return _save(fig, path)
     image = ax.imshow(ranks.to_numpy(float), cmap="viridis_r", aspect="auto")
