@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geovae-installed
 
-.PHONY: install run report test lint clean docs
+.PHONY: install run report test lint clean docs browser
 
 install: $(STAMP)
 
@@ -25,8 +25,15 @@ run: install
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@echo "Done: results/metrics.tsv, results/<dataset>/<model>/<seed>/, report in results/report.html"
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium for the report's browser test (Debian's package; installed when run as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed and not root: the report browser test will be skipped"; fi; }
 
 docs: install
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html

@@ -205,3 +205,69 @@ def test_leiden_clusters_in_the_embedding(tiny_run: Path) -> None:
     emb = ad.read_h5ad(tiny_run / "results" / "pbmc" / "livae" / "0" / "embedding.h5ad")
     assert "leiden" in emb.obs and 2 <= emb.obs["leiden"].nunique() < emb.n_obs
     assert "X_latent" in emb.obsm and emb.n_vars > 0  # the model's features travel in var
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _report_data(html: str, name: str) -> dict:
+    import re
+
+    match = re.search(rf'<script id="{name}">\s*var {name} = (\{{.*?\}});\s*</script>', html, flags=re.S)
+    assert match, f"report.html has no {name} data"
+    return json.loads(match.group(1))
+
+
+def test_report_in_a_real_browser(tiny_run: Path, tmp_path: Path) -> None:
+    """results/report.html as a user sees it: headless Chromium renders the report app with every
+    category, every listed item is in the report and every figure decodes as an image; screenshots of
+    the report's start page and of the summary page go to this test's temporary folder."""
+    import base64
+    import io
+    import shutil
+
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (`make test` installs Debian's chromium when run as root)")
+    report = tiny_run / "report.html"
+    if not report.exists():
+        proc = _snakemake("--cores", "2", "--configfile", str(tiny_run / "config.yaml"), "--report", str(report),
+                          cwd=tiny_run)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text(errors="ignore")
+    categories, results = _report_data(html, "categories"), _report_data(html, "results")
+    expected = {"Embeddings", "Metrics", "Interpretation", "Quality control", "Training", "Summary", "Benchmark"}
+    assert expected <= set(categories), sorted(categories)
+    images = 0
+    for category, groups in categories.items():
+        items = [item for group in groups.values() for item in group]
+        assert items, f"category {category} lists no item"
+        for item in items:
+            assert item in results, f"{category}: {item} is listed but not in the report"
+            uri = results[item].get("data_uri", "")
+            if item.endswith(".png"):
+                assert uri.startswith("data:image/png;") and ";base64," in uri, item
+                with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as image:
+                    assert image.size[0] > 50 and image.size[1] > 50, item
+                images += 1
+    assert images >= 10
+
+    def browser(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                               "--virtual-time-budget=20000", *args], capture_output=True, text=True, timeout=180)
+
+    dom = browser("--dump-dom", report.as_uri()).stdout
+    assert "Snakemake" in dom and "Results" in dom, dom[-2000:]
+    for category in expected:  # the app lists every category of results in its menu
+        assert category in dom, category
+    shots = {"report_start": report, "summary": tiny_run / "results" / "report" / "summary.html"}
+    for name, page in shots.items():
+        target = tmp_path / f"{name}.png"
+        browser("--window-size=1400,1000", f"--screenshot={target}", page.as_uri())
+        with Image.open(target) as image:
+            assert image.size == (1400, 1000)
+            assert len(set(image.convert("L").getdata())) > 20  # something was drawn, not a blank page
+    print("screenshots:", ", ".join(str(tmp_path / f"{n}.png") for n in shots))
