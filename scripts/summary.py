@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from geovae.report import load_run_tables, summary_html
+from geovae.report import load_run_tables, run_id, summary_html
 from geovae.runinfo import atomic_outputs, log_to
 
 with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
@@ -17,6 +17,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
                         tables["warnings"], tables["train_seconds"], validation=tables["validation"],
                         gsea=tables["gsea"], per_dataset=snakemake.config.get("per_dataset"),
                         qc={Path(path).parent.name: pd.read_csv(path, sep="\t") for path in inp.qc},
+                        thumbnails={run_id(a): [a, b, c] for a, b, c in zip(inp.umaps, inp.dotplots, inp.losses)},
                         simulated_datasets=[d for d, row in snakemake.params.species.items() if row == "simulated"],
                         cell_tables={Path(path).parent.name: json.loads(Path(path).read_text()).get("cell_tables", [])
                                      for path in inp.manifests})

@@ -538,3 +538,18 @@ def test_summary_defines_metrics_and_marks_simulated_data():
     ranks = model_ranks(settings)
     assert "leiden_resolution" not in ranks.columns  # settings are not ranked
     assert ranks.loc["b", "DAV"] == 1.5 and ranks.loc["a", "NMI"] == 1.5  # DAV: lower is better
+
+
+def test_summary_shows_thumbnails(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from geovae.report import summary_html
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(tmp_path / "umap.png", dpi=100)
+    plt.close(fig)
+    comps = pd.DataFrame({"component": ["Z1"], "best_marker": ["CD3E"]})
+    metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
+    page = summary_html(metrics, {"pbmc/livae/0": comps}, {}, {}, thumbnails={"pbmc/livae/0": [tmp_path / "umap.png"]})
+    assert page.count("data:image/png;base64,") == 1 and "<figcaption" in page and "umap.png" in page

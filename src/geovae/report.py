@@ -31,7 +31,8 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                  per_dataset: Mapping[str, Mapping[str, Any]] | None = None,
                  qc: Mapping[str, pd.DataFrame] | None = None,
                  cell_tables: Mapping[str, list[Mapping[str, Any]]] | None = None,
-                 simulated_datasets: Iterable[str] | None = None) -> str:
+                 simulated_datasets: Iterable[str] | None = None,
+                 thumbnails: Mapping[str, Iterable[str | Path]] | None = None) -> str:
     """Render the run summary as a standalone HTML page.
 
     Parameters
@@ -60,6 +61,8 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
         acquire manifest: file, match rate, columns added).
     simulated_datasets
         Datasets of SIMULATED data (sheet species ``simulated``), marked as such in the tables.
+    thumbnails
+        Per run id the figures shown as small images next to its components (UMAP, GO dot plot, loss).
     """
     parts = ["<html><head><meta charset='utf-8'><title>geovae summary</title>",
              "<style>body{font-family:sans-serif;margin:2em} .table{border-collapse:collapse;font-size:12px;"
@@ -96,6 +99,7 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
     parts.append("<h2>Latent components</h2>")
     for run, table in components.items():
         parts.append(f"<h3>{html.escape(run)}</h3>")
+        parts += [_thumbnail(path) for path in (thumbnails or {}).get(run, [])]
         for message in warnings.get(run, []):
             parts.append(f"<p class='warn'>Warning: {html.escape(str(message))}</p>")
         shown = table.copy()
@@ -124,6 +128,23 @@ def summary_html(metrics: pd.DataFrame, components: Mapping[str, pd.DataFrame],
                      "interpret.gsea_permutations to resolve them.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _thumbnail(path: str | Path, width: int = 320) -> str:
+    """A PNG shrunk to ``width`` pixels, inline (data URI), captioned with its file name."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.thumbnail((width, width * 4))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG", optimize=True)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    name = html.escape(Path(path).name)
+    return (f"<figure style='display:inline-block;margin:4px'><img src='data:image/png;base64,{data}' "
+            f"alt='{name}'><figcaption style='font-size:11px'>{name}</figcaption></figure>")
 
 
 def _qc_section(qc: Mapping[str, pd.DataFrame]) -> list[str]:

@@ -11,6 +11,9 @@ rule summary:
         gsea=run_targets("results/{dataset}/{model}/{seed}/gsea.tsv"),
         train_info=run_targets("results/{dataset}/{model}/{seed}/train_info.json"),
         qc=[f"results/{d}/qc.tsv" for d in DATASETS.index],
+        umaps=run_targets("results/{dataset}/{model}/{seed}/umap.png"),
+        dotplots=run_targets("results/{dataset}/{model}/{seed}/enrichment_dotplot.png"),
+        losses=run_targets("results/{dataset}/{model}/{seed}/loss.png"),
         manifests=[f"results/{d}/acquire_manifest.json" for d in DATASETS.index],
     params:
         species=lambda wc: DATASETS["species"].to_dict(),
