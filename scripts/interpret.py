@@ -16,7 +16,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     result = interpret_run(adata, latent_key="X_latent", modality=params.modality, gmt=params.gmt or None,
                            n_top=params.n_top, min_coverage=params.min_coverage,
                            gsea_permutations=params.gsea_permutations, seed=int(wc.seed),
-                           loadings=loadings, centrality=centrality)
+                           loadings=loadings, centrality=centrality, rotation=params.rotation)
     result.components.to_csv(out.components, sep="\t", index=False)
     result.component_genes.to_csv(out.genes, sep="\t", index=False)
     result.enrichment.to_csv(out.enrichment, sep="\t", index=False)

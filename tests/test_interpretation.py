@@ -553,3 +553,19 @@ def test_summary_shows_thumbnails(tmp_path):
     metrics = pd.DataFrame(columns=["dataset", "model", "seed", "metric", "value"])
     page = summary_html(metrics, {"pbmc/livae/0": comps}, {}, {}, thumbnails={"pbmc/livae/0": [tmp_path / "umap.png"]})
     assert page.count("data:image/png;base64,") == 1 and "<figcaption" in page and "umap.png" in page
+
+
+def test_rotations_known_answers():
+    from geovae.interpretation.rotation import rotate_latent, varimax
+
+    rng = np.random.default_rng(0)
+    sources = rng.laplace(size=(3000, 3))
+    mixed = sources @ np.array([[1.0, 0.5, 0.0], [0.3, 1.0, 0.2], [0.0, 0.4, 1.0]]).T
+    rotation = varimax(mixed)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-8)  # orthogonal
+    recovered = rotate_latent(mixed, "ica")
+    corr = np.abs(np.corrcoef(np.c_[recovered, sources], rowvar=False)[:3, 3:])
+    assert (corr.max(axis=1) > 0.99).all()  # ICA unmixes independent sources
+    assert rotate_latent(mixed, "none") is not None and np.array_equal(rotate_latent(mixed, "none"), mixed)
+    with pytest.raises(ValueError, match="interpret.rotation"):
+        rotate_latent(mixed, "promax")

@@ -25,6 +25,11 @@ MODELS = list(dict.fromkeys(str(m) for d in DATASETS.index for m in DCONFIG[d]["
 ]
 
 
+def benchmark_item(path, **options):
+    """``report(path, **options)`` when two or more models run (a benchmark to show), else the plain path."""
+    return report(path, **options) if len(MODELS) > 1 else path
+
+
 def dcfg(wildcards):
     """Effective config of ``wildcards.dataset`` (also recorded in each output's provenance)."""
     return DCONFIG[wildcards.dataset]

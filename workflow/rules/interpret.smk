@@ -75,6 +75,7 @@ rule interpret:
         n_top=lambda wc: dcfg(wc)["interpret"]["n_top"],
         min_coverage=lambda wc: dcfg(wc)["interpret"]["min_coverage"],
         gsea_permutations=lambda wc: dcfg(wc)["interpret"]["gsea_permutations"],
+        rotation=lambda wc: dcfg(wc)["interpret"]["rotation"],
     log:
         "logs/interpret/{dataset}/{model}/{seed}.log",
     benchmark:

@@ -42,7 +42,7 @@ rule benchmark_stats:
     input:
         "results/metrics.tsv",
     output:
-        table=report(
+        table=benchmark_item(
             "results/benchmark/paired_differences.tsv",
             caption="../report/benchmark.rst",
             category="Benchmark",
@@ -50,13 +50,13 @@ rule benchmark_stats:
         ),
         markdown="results/benchmark/paired_differences.md",
         ranks="results/benchmark/model_ranks.tsv",
-        boxplots=report(
+        boxplots=benchmark_item(
             "results/benchmark/paired_differences.png",
             caption="../report/benchmark.rst",
             category="Benchmark",
             labels={"figure": "paired differences per category"},
         ),
-        heatmap=report(
+        heatmap=benchmark_item(
             "results/benchmark/rank_heatmap.png",
             caption="../report/benchmark.rst",
             category="Benchmark",

@@ -116,8 +116,9 @@ def _marker_expression(adata: ad.AnnData, components: pd.DataFrame) -> list[tupl
 
 def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str = "rna",
                   gmt: str | Path | None = None, n_top: int = INTERPRET.n_top,
-                  min_coverage: float = INTERPRET.min_coverage, gsea_permutations: int = INTERPRET.gsea_permutations, seed: int = 0, loadings: pd.DataFrame | None = None,
-                  centrality: pd.Series | None = None) -> InterpretationResult:
+                  min_coverage: float = INTERPRET.min_coverage, gsea_permutations: int = INTERPRET.gsea_permutations,
+                  seed: int = 0, loadings: pd.DataFrame | None = None, centrality: pd.Series | None = None,
+                  rotation: str = INTERPRET.rotation) -> InterpretationResult:
     """Annotate every latent component and test its top genes for GO enrichment.
 
     Parameters
@@ -142,7 +143,17 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         Feature loadings (``genes x components``, e.g. siVAE's ``get_loadings()``) and per-gene degree
         centrality of the model, when it has them: the components table gains ``top_loading_positive``,
         ``top_loading_negative`` and ``hub_genes`` and :attr:`InterpretationResult.loading_genes` is filled.
+    rotation
+        ``"none"``, ``"varimax"`` or ``"ica"``: annotate the latent in rotated axes
+        (:func:`geovae.interpretation.rotation.rotate_latent`); loadings are then not used (they
+        belong to the unrotated axes).
     """
+    if rotation != "none":
+        from geovae.interpretation.rotation import rotate_latent
+
+        adata = adata.copy()
+        adata.obsm[latent_key] = rotate_latent(adata.obsm[latent_key], rotation, seed=seed)
+        loadings = centrality = None
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
     redundancy, component_correlation = component_redundancy(adata.obsm[latent_key], component_genes,
                                                              list(components["component"]))
