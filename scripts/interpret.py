@@ -33,6 +33,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
                             title=groupby)
     marker_dotplot(adata, result.components["best_marker"].dropna().tolist(), groupby, out.markers)
     write_json(out.info, run_info(dataset=wc.dataset, model=wc.model, seed=int(wc.seed), gmt=params.gmt,
+                                  rotation=params.rotation,
                                   warnings=result.warnings, n_terms=int(len(result.enrichment)),
                                   n_gsea_rows=int(len(result.gsea)), gsea_permutations=params.gsea_permutations,
                                   validation_note=result.validation_note))

@@ -371,7 +371,8 @@ def test_interpret_run_gsea_validation_and_markers(tmp_path, monkeypatch):
     sets = {f"{p} (GO:000000{i})": list(adata.var_names[adata.varm["programs"][p].to_numpy()])
             for i, p in enumerate(adata.varm["programs"].columns)}
     gmt = write_gmt(sets, tmp_path / "programs.gmt")
-    res = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=20, seed=0)
+    # the latent is the true usage itself (Zk = program k): annotated in its own axes, not rotated
+    res = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=20, seed=0, rotation="none")
     assert not res.warnings and res.validation_note is None
     assert res.validation["agreement"].all() and (res.validation["precision_at_n"] > 0.8).all()
     best = res.gsea.loc[res.gsea.groupby("component", sort=False)["es"].idxmax(), "term"]
@@ -380,7 +381,7 @@ def test_interpret_run_gsea_validation_and_markers(tmp_path, monkeypatch):
     assert [m is not None for m in res.markers] == [True] * 4 and res.markers[0][1].shape == (200,)
     res.save_component_umaps(np.random.default_rng(1).normal(size=(200, 2)), tmp_path / "u.png")
     assert (tmp_path / "u.png").stat().st_size > 5000
-    skipped = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=0)
+    skipped = interpret_run(adata, gmt=gmt, n_top=20, gsea_permutations=0, rotation="none")
     assert skipped.gsea.empty and not skipped.enrichment.empty
 
 

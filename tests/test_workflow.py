@@ -109,6 +109,9 @@ def test_interpretation_outputs(tiny_run: Path) -> None:
     run = tiny_run / "results" / "pbmc" / "livae" / "0"
     components = pd.read_csv(run / "components.tsv", sep="\t")
     assert len(components) == 6
+    from geovae.options import INTERPRET
+
+    assert set(components["rotation"]) == {INTERPRET.rotation}  # the annotated axes are named in the table
     genes = pd.read_csv(run / "component_genes.tsv", sep="\t")
     assert set(genes["tail"]) == {"positive", "negative"}
     enrichment = pd.read_csv(run / "enrichment.tsv", sep="\t")

@@ -155,6 +155,7 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         adata.obsm[latent_key] = rotate_latent(adata.obsm[latent_key], rotation, seed=seed)
         loadings = centrality = None
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
+    components.insert(1, "rotation", rotation)  # the axes annotated: the latent's own ("none") or rotated ones
     redundancy, component_correlation = component_redundancy(adata.obsm[latent_key], component_genes,
                                                              list(components["component"]))
     components = components.merge(redundancy, on="component", how="left")
