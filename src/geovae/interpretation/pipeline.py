@@ -145,15 +145,19 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         ``top_loading_negative`` and ``hub_genes`` and :attr:`InterpretationResult.loading_genes` is filled.
     rotation
         ``"none"``, ``"varimax"`` or ``"ica"``: annotate the latent in rotated axes
-        (:func:`geovae.interpretation.rotation.rotate_latent`); loadings are then not used (they
-        belong to the unrotated axes).
+        (:func:`geovae.interpretation.rotation.rotate_latent`). Not applied (with a message) to a model
+        with ``loadings``: they define its axes.
     """
+    notes: list[str] = []
+    if rotation != "none" and loadings is not None:
+        # a model with feature loadings (siVAE, PCA, NMF) defines its axes by them: annotate those axes
+        notes.append(f"rotation {rotation!r} not applied: the model's feature loadings define its components")
+        rotation = "none"
     if rotation != "none":
         from geovae.interpretation.rotation import rotate_latent
 
         adata = adata.copy()
         adata.obsm[latent_key] = rotate_latent(adata.obsm[latent_key], rotation, seed=seed)
-        loadings = centrality = None
     components, component_genes = annotate_components(adata, latent_key=latent_key, n_top=n_top)
     components.insert(1, "rotation", rotation)  # the axes annotated: the latent's own ("none") or rotated ones
     redundancy, component_correlation = component_redundancy(adata.obsm[latent_key], component_genes,
@@ -172,7 +176,7 @@ def interpret_run(adata: ad.AnnData, latent_key: str = "X_latent", modality: str
         components = components.merge(summary, on="component", how="left")
     correlations = pd.DataFrame(adata.varm["component_correlation"], index=adata.var_names,
                                 columns=component_names(adata.obsm[latent_key].shape[1]))
-    messages: list[str] = _redundancy_messages(redundancy)
+    messages: list[str] = notes + _redundancy_messages(redundancy)
     enrichment = pd.DataFrame(columns=["component", "tail", "term", "overlap", "p_value", "adj_p_value", "genes"])
     if modality == "atac":
         messages.append("features are peaks, not genes: GO enrichment skipped (needs a peak-to-gene annotation)")
