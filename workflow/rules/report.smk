@@ -86,7 +86,7 @@ rule program_validation:
         report(
             "results/benchmark/program_validation.tsv",
             caption="../report/program_validation.rst",
-            category="Benchmark",
+            category="Interpretation",
             labels={"table": "ground-truth program validation"},
         ),
     threads: 1
