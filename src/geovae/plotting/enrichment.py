@@ -249,10 +249,7 @@ def component_correlation_heatmap(correlation: pd.DataFrame, path: str | Path | 
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Pearson r of activations")
     ax.set_title(f"Component correlation (outlined: |r| >= {threshold:g})", fontsize=9)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        plt.close(fig)
-    return ax
+    return _finish(ax, path)
 
 
 def group_component_heatmap(latent: np.ndarray, groups: pd.Series, names: Sequence[str],
