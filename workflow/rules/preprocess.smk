@@ -11,7 +11,7 @@ rule preprocess:
             "results/{dataset}/qc.png",
             caption="../report/qc.rst",
             category="Quality control",
-            subcategory="{dataset}",
+            subcategory=dataset_title,
             labels={"dataset": "{dataset}", "figure": "QC metrics"},
         ),
     params:

@@ -13,7 +13,7 @@ rule train:
             "results/{dataset}/{model}/{seed}/loss.png",
             caption="../report/loss.rst",
             category="Training",
-            subcategory="{dataset}",
+            subcategory=dataset_title,
             labels={"dataset": "{dataset}", "model": "{model}", "seed": "{seed}", "figure": "loss curves"},
         ),
     params:
