@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geovae-installed
 
-.PHONY: install run report test lint clean docs browser
+.PHONY: install run report test lint clean docs browser conda-pins
 
 install: $(STAMP)
 
@@ -44,3 +44,14 @@ lint: install
 
 clean:
 	rm -rf results logs .snakemake
+
+# Lock files for `snakemake --use-conda` (Snakemake uses envs/<env>.linux-64.pin.txt when present).
+# Needs conda (>= 24.7.1) or mamba and the conda-forge/bioconda channels; scvi.yaml is skipped (pip part).
+CONDA ?= conda
+conda-pins:
+	@for env in acquire preprocess train analysis; do \
+	  prefix=$$(mktemp -d)/$$env; \
+	  $(CONDA) env create --yes --quiet -p $$prefix -f envs/$$env.yaml && \
+	  $(CONDA) list -p $$prefix --explicit --md5 > envs/$$env.linux-64.pin.txt && \
+	  echo "envs/$$env.linux-64.pin.txt" && rm -rf $$prefix; \
+	done

@@ -20,6 +20,22 @@ include: "workflow/rules/interpret.smk"
 include: "workflow/rules/report.smk"
 
 
+# Seconds-long aggregation and report rules run where Snakemake runs, not as cluster jobs.
+localrules:
+    aggregate_metrics,
+    summary,
+    benchmark_stats,
+    program_validation,
+    refresh_gene_sets,
+
+
+onstart:
+    # SLURM: stop before the first sbatch when a job would have no partition or account (and the
+    # cluster supplies no default); the profile names neither, they belong to the site.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        check_slurm_site({job.rule.name: job.resources for job in workflow.dag.needrun_jobs() if not job.is_local})
+
+
 rule all:
     input:
         all_targets(),

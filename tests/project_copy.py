@@ -13,19 +13,22 @@ COPIED = ("Snakefile", "workflow", "config", "scripts", "envs", "profiles")
 LINKED = ("src", "resources")
 
 
-def workflow_copy(dest: Path) -> Path:
+def workflow_copy(dest: Path, copy_src: bool = False) -> Path:
     """Copy the workflow files of the checkout into ``dest`` (created) and return it.
 
-    ``src`` and ``resources`` are symbolic links to the checkout's; results, logs, caches and
-    Snakemake's metadata of the checkout are not carried over.
+    ``src`` and ``resources`` are symbolic links to the checkout's (``copy_src``: ``src`` is copied,
+    a second checkout of the code); results, logs, caches and Snakemake's metadata of the checkout
+    are not carried over.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
+    for name in (*COPIED, "src") if copy_src else COPIED:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, dest / name)
     for name in LINKED:
+        if (dest / name).exists():
+            continue
         (dest / name).symlink_to(ROOT / name, target_is_directory=True)
     return dest

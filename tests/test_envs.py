@@ -55,8 +55,6 @@ def test_env_file_structure(env_file: Path) -> None:
     for dep in conda_deps:
         assert re.match(r"^[A-Za-z0-9_.-]+=[0-9]", dep), f"{env_file.name}: '{dep}' is not pinned"
     assert any(d.startswith("python=") for d in conda_deps)
-    pip = [d for d in deps if isinstance(d, dict)]
-    assert pip and ".." in pip[0]["pip"], f"{env_file.name} must install the geovae package from the repo"
 
 
 # --- each rule's env provides every package its script imports (derived from the code) ---------
@@ -114,7 +112,17 @@ def third_party_imports(script: Path) -> set[str]:
             if path is not None and mod not in seen:
                 seen.add(mod)
                 todo.extend(_imports(path, mod))
+                if mod == "geovae.models":  # get_model() imports the registry's modules by name
+                    todo.extend(_registry_modules())
     return external
+
+
+def _registry_modules() -> list[str]:
+    """Modules of the model registry (imported with importlib by geovae.models.get_model), except
+    those of optional extras (scvi-tools: their own env, envs/scvi.yaml, which pip-installs them)."""
+    registry = yaml.safe_load((SRC / "geovae" / "schemas" / "registry.yaml").read_text())
+    modules = [spec["target"].split(":")[0] for spec in registry.values() if not spec.get("extra")]
+    return [m if "." in m else f"geovae.models.{m}" for m in modules]
 
 
 def _rule_scripts() -> dict[str, tuple[Path, Path]]:
@@ -154,3 +162,50 @@ def test_every_rule_has_log_and_benchmark() -> None:
             name = block.split(":", 1)[0]
             assert "\n    log:" in block, f"{path.name}: rule {name} has no log:"
             assert "\n    benchmark:" in block, f"{path.name}: rule {name} has no benchmark:"
+
+
+# --- envs list only what their rules import; geovae comes from the checkout ---------------------
+
+#: Conda entries that no Python ``import`` names, each with its reason.
+RUNTIME_ONLY = {
+    "python": "the interpreter",
+    "pip": "installs the PyPI-only scvi-tools (envs/scvi.yaml)",
+    "cuda-version": "selects the CUDA build of pytorch on GPU machines",
+    "six": "GEOparse 2.0.4 imports six without declaring it",
+    "h5py": "anndata's h5ad backend (pinned so conda and pip agree)",
+    "scikit-misc": "scanpy's seurat_v3 HVG flavour imports skmisc",
+    "tqdm": "progress bars of scanpy/umap/training",
+    "loompy": "anndata.read_loom (the .loom adapter) imports it",
+}
+
+
+def _env_users() -> dict[Path, list[Path]]:
+    """env file -> the scripts of the rules that use it."""
+    users: dict[Path, list[Path]] = {}
+    for script, env in _rule_scripts().values():
+        users.setdefault(env, []).append(script)
+    for env in ("train", "scvi"):  # train_env(): the train rule's env (scvi for scvi-tools models)
+        users.setdefault(ROOT / "envs" / f"{env}.yaml", []).append(ROOT / "scripts" / "train.py")
+    return users
+
+
+@pytest.mark.parametrize("env_file", sorted(_env_users()), ids=lambda p: p.name)
+def test_env_lists_only_what_its_rules_import(env_file: Path) -> None:
+    """Every conda package of an env is imported by a script of a rule that uses it (or the geovae
+    modules those scripts reach), or is a runtime-only entry with its reason (RUNTIME_ONLY)."""
+    env = yaml.safe_load(env_file.read_text())
+    listed = {re.split(r"[=<>\s]", d, maxsplit=1)[0].lower() for d in env["dependencies"] if isinstance(d, str)}
+    needed = {CONDA_NAME.get(name, name).lower() for s in _env_users()[env_file] for name in third_party_imports(s)}
+    extra = sorted(listed - needed - set(RUNTIME_ONLY))
+    assert not extra, f"{env_file.name} lists {extra}, which no script of its rules imports"
+
+
+def test_envs_do_not_install_geovae() -> None:
+    """geovae is never pip-installed into a conda env (a non-editable copy goes stale after `git pull`;
+    Snakemake does not rebuild an env whose file did not change): jobs import the checkout's src/."""
+    for env_file in sorted((ROOT / "envs").glob("*.yaml")):
+        env = yaml.safe_load(env_file.read_text())
+        pip = [item for d in env["dependencies"] if isinstance(d, dict) for item in d.get("pip", [])]
+        assert not any(item in ("..", ".") or "geovae" in item for item in pip), env_file.name
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert "use_checkout_code(" in common  # checked end to end by test_jobs_run_the_code_of_their_checkout

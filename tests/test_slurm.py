@@ -29,7 +29,8 @@ STARTED = Path("/run/geovae-slurm/started")
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 RUN_TIMEOUT_S = 720  # a status misconfiguration (e.g. no accounting) makes the plugin hang: fail instead
 PARTITION, ACCOUNT = "debug", "ci"
-CLUSTER_RULES = {"acquire", "preprocess", "train", "embed", "metrics", "interpret", "aggregate_metrics", "summary"}
+CLUSTER_RULES = {"acquire", "preprocess", "train", "embed", "metrics", "interpret"}
+LOCAL_RULES = {"aggregate_metrics", "summary", "benchmark_stats", "program_validation", "refresh_gene_sets"}
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,8 @@ def _parse_jobs(log: str) -> dict[int, dict]:
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
     assert len(submitted) == len({jobid for jobid, _ in submitted})
     not_submitted = {blocks[j]["rule"] for j in set(blocks) - {jobid for jobid, _ in submitted}}
-    assert not_submitted <= {"all"}, f"jobs that did not go through SLURM: {not_submitted}"
+    assert not_submitted <= {"all"} | LOCAL_RULES, f"jobs that did not go through SLURM: {not_submitted}"
+    assert not any(blocks[j]["local"] for j, _ in submitted), "a localrule was submitted to SLURM"
     return {int(slurm_id): blocks[jobid] for jobid, slurm_id in submitted}
 
 
@@ -107,7 +109,9 @@ def runs(slurm_cluster, tmp_path_factory) -> dict:
                              cwd=local_cfg.parent,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()
+    # the test cluster's partition and account are given by the test, as a user gives theirs
     slurm = subprocess.run(["timeout", str(RUN_TIMEOUT_S), *SNAKEMAKE, "--profile", str(ROOT / "profiles" / "slurm"),
+                            "--default-resources", f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}",
                             "--configfile", str(slurm_cfg)], cwd=slurm_cfg.parent, capture_output=True, text=True)
     wall = time.monotonic() - t0
     local_out, _ = local.communicate(timeout=900)
@@ -139,7 +143,17 @@ def test_every_job_ran_as_a_slurm_job_with_its_resources(runs: dict) -> None:
     by_rule = {job["rule"]: job for job in jobs.values()}
     # values set by profiles/slurm (set-resources / default-resources) and by the train rule
     assert by_rule["train"]["resources"]["gpu"] == "1" and by_rule["train"]["resources"]["runtime"] == "120"
-    assert by_rule["train"]["threads"] == 2 and by_rule["summary"]["resources"]["mem_mb"] == "2000"
+    assert by_rule["train"]["threads"] == 2
+    assert "summary" not in by_rule and "aggregate_metrics" not in by_rule  # localrules: not cluster jobs
+
+
+def test_site_defaults_read_from_the_real_cluster(slurm_cluster) -> None:
+    """geovae.cluster.site_defaults parses the real sinfo/sacctmgr/scontrol of the test cluster."""
+    from geovae.cluster import site_defaults
+
+    site = site_defaults()
+    assert site.partition == PARTITION  # the test cluster's only partition is its default
+    assert isinstance(site.accounts_enforced, bool)
 
 
 def test_slurm_outputs_equal_local_outputs(runs: dict) -> None:
@@ -163,7 +177,11 @@ def test_profiles_are_complete() -> None:
     """No cluster needed: the knobs the README documents exist in the profiles."""
     slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.v8+.yaml").read_text())
     assert slurm["executor"] == "slurm" and slurm["slurm-init-seconds-before-status-checks"] <= 10
-    assert {"slurm_partition", "slurm_account", "runtime", "mem_mb"} <= set(slurm["default-resources"])
+    # no site-specific values: partition and account come from the command line or the site's defaults
+    assert "default-resources" not in slurm or not {"slurm_partition", "slurm_account"} & set(slurm["default-resources"])
+    for profile in ("slurm", "cluster-generic"):
+        text = (ROOT / "profiles" / profile / "config.v8+.yaml").read_text()
+        assert not re.search(r"^\s*slurm_(partition|account):", text, flags=re.M), profile
     generic = yaml.safe_load((ROOT / "profiles" / "cluster-generic" / "config.v8+.yaml").read_text())
     assert generic["executor"] == "cluster-generic" and "sbatch" in generic["cluster-generic-submit-cmd"]
     assert (ROOT / generic["cluster-generic-status-cmd"]).stat().st_mode & 0o111
@@ -183,3 +201,35 @@ def test_cluster_generic_status_mapping(state: str, expected: str) -> None:
 
 def test_timelimit_parsing() -> None:
     assert [_minutes(t) for t in ("00:30:00", "02:00:00", "1-00:00:00", "00:00:30")] == [30, 120, 1440, 1]
+
+
+# --- site settings check (no cluster needed: the cluster's answers are given) -------------------
+
+def _runner(sinfo: str | None, default_account: str | None, enforce: str = "associations,limits"):
+    answers = {"sinfo": sinfo, "sacctmgr": default_account,
+               "scontrol": f"AccountingStorageEnforce = {enforce}\nClusterName = c\n"}
+    return lambda argv: answers[argv[0]]
+
+
+def test_site_defaults_parse_the_cluster_answers() -> None:
+    from geovae.cluster import site_defaults
+
+    site = site_defaults(_runner("gpu\nbatch*\nlong\n", "lab1\n"), user="u")
+    assert (site.partition, site.account, site.accounts_enforced) == ("batch", "lab1", True)
+    site = site_defaults(_runner("gpu\nlong\n", "", enforce="none"), user="u")
+    assert (site.partition, site.account, site.accounts_enforced) == (None, None, False)
+    assert site_defaults(lambda argv: None, user="u") == type(site)(None, None, False)  # no SLURM commands
+
+
+def test_missing_site_settings_stop_the_run_with_a_message() -> None:
+    from geovae.cluster import SiteDefaults, check_slurm_site
+
+    given = {"train": {"slurm_partition": "gpu", "slurm_account": "lab"}}
+    check_slurm_site(given, defaults=lambda: pytest.fail("the cluster is not asked when all is given"))
+    lacking = {"train": {"mem_mb": 8000}, "embed": {"slurm_partition": "", "slurm_account": "lab"}}
+    check_slurm_site(lacking, SiteDefaults("batch", "lab1", True))  # the site's defaults apply
+    check_slurm_site(lacking, SiteDefaults("batch", None, False))  # accounts not enforced
+    with pytest.raises(ValueError, match=r"no slurm_partition for rule\(s\) embed, train.*slurm_partition=<partition>"):
+        check_slurm_site(lacking, SiteDefaults(None, "lab1", True))
+    with pytest.raises(ValueError, match=r"no slurm_account for rule\(s\) train, the cluster requires one"):
+        check_slurm_site(lacking, SiteDefaults("batch", None, True))

@@ -143,6 +143,22 @@ def test_bad_sheet_fails_before_any_job(tmp_path: Path) -> None:
     assert "line 3 (dataset 'broken')" in out and "field modality" in out
 
 
+def test_jobs_run_the_code_of_their_checkout(tmp_path: Path) -> None:
+    """A job imports geovae from the src/ beside the Snakefile it runs (common.smk puts it first on
+    PYTHONPATH), not from an installed copy: here a second checkout, while the test's Python has the
+    first one installed."""
+    project = workflow_copy(tmp_path / "p", copy_src=True)
+    sheet = project / "one.tsv"
+    sheet.write_text("dataset\tsource\taccession\tmodality\tspecies\tlabel_key\tdata_type\n"
+                     "pbmc\tbuiltin\tpbmc68k\trna\thuman\tbulk_labels\tsteady_state\n")
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "1", "--config", f"datasets={sheet}", "--",
+                           "results/pbmc/raw.h5ad"], cwd=project, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((project / "results" / "pbmc" / "acquire_manifest.json").read_text())
+    assert Path(manifest["run_info"]["geovae_path"]) == (project / "src" / "geovae").resolve()
+    assert Path(manifest["run_info"]["geovae_path"]) != (ROOT / "src" / "geovae").resolve()
+
+
 def test_lint_is_clean(tmp_path: Path) -> None:
     proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=workflow_copy(tmp_path / "p"), capture_output=True, text=True,
                           timeout=300)
@@ -245,6 +261,10 @@ def test_report_in_a_real_browser(tiny_run: Path, tmp_path: Path) -> None:
     expected = {"Embeddings", "Metrics", "Interpretation", "Quality control", "Training", "Summary"}
     assert expected <= set(categories), sorted(categories)
     assert "Benchmark" not in categories  # one model ran: no benchmark page
+    # the simulated dataset (sheet species "simulated") is marked as such wherever it is a subcategory
+    subcategories = {name for groups in categories.values() for name in groups}
+    assert "atac_local (SIMULATED)" in subcategories and "atac_local" not in subcategories, sorted(subcategories)
+    assert "pbmc" in subcategories
     images = 0
     for category, groups in categories.items():
         items = [item for group in groups.values() for item in group]

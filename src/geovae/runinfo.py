@@ -50,6 +50,8 @@ def run_info(**extra: Any) -> dict[str, Any]:
         "platform": platform.platform(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": package_versions(),
+        # the geovae code that ran (the workflow puts its checkout's src/ first on the path)
+        "geovae_path": str(Path(__file__).resolve().parent),
     }
     info.update(extra)
     return info

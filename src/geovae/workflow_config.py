@@ -10,6 +10,8 @@ defaults).
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from typing import Any, Mapping
 
 from .options import BLOCKS, block_fields, nearest, option_defaults
@@ -274,6 +276,24 @@ def dataset_config(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     merged = _merge({k: v for k, v in config.items() if k != "per_dataset"}, block)
     merged["per_dataset"] = {dataset: block} if block else {}
     return merged
+
+
+def use_checkout_code(src: str | os.PathLike) -> None:
+    """Put the checkout's ``src`` first on ``sys.path`` and on ``PYTHONPATH`` (inherited by every job:
+    rule scripts in conda envs, local or cluster jobs), so the workflow runs the code beside it and
+    never a stale installed copy (a conda env is not rebuilt when only the package changes).
+
+    Parameters
+    ----------
+    src
+        The checkout's ``src`` folder.
+    """
+    src = str(src)
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    current = os.environ.get("PYTHONPATH", "")
+    if src not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)
 
 
 def load_sheet(path: str) -> Any:

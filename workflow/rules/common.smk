@@ -4,11 +4,22 @@ import re
 import sys
 from pathlib import Path
 
-# The checkout's package comes first, so the workflow always runs the code next to it.
+# The checkout's package comes first, so the workflow always runs the code next to it: here, and in
+# every job (use_checkout_code also sets PYTHONPATH), so that neither a conda env nor an installed
+# copy can run a stale geovae after `git pull`.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from geovae.cluster import check_slurm_site
 from geovae.schemas import registry_specs
-from geovae.workflow_config import check_per_dataset_ids, complete_config, dataset_config, load_sheet
+from geovae.workflow_config import (
+    check_per_dataset_ids,
+    complete_config,
+    dataset_config,
+    load_sheet,
+    use_checkout_code,
+)
+
+use_checkout_code(Path(workflow.basedir) / "src")
 
 # Every default comes from geovae.options; unknown keys stop the run here, before any job.
 _complete = complete_config(config)
@@ -28,6 +39,13 @@ MODELS = list(dict.fromkeys(str(m) for d in DATASETS.index for m in DCONFIG[d]["
 def benchmark_item(path, **options):
     """``report(path, **options)`` when two or more models run (a benchmark to show), else the plain path."""
     return report(path, **options) if len(MODELS) > 1 else path
+
+
+def dataset_title(wildcards):
+    """Report subcategory of ``wildcards.dataset``: its name, marked SIMULATED for simulated sets
+    (sheet species ``simulated``), so no simulated result is read as a real one."""
+    species = str(DATASETS.loc[wildcards.dataset].get("species", "") or "")
+    return f"{wildcards.dataset} (SIMULATED)" if species == "simulated" else wildcards.dataset
 
 
 def dcfg(wildcards):
