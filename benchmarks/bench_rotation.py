@@ -48,7 +48,7 @@ def main() -> int:
     from geovae.data import load_builtin
     from geovae.interpretation import interpret_run
     from geovae.interpretation.rotation import ROTATIONS
-    from geovae.pp import preprocess_rna
+    from geovae.preprocessing import preprocess_rna
     from geovae.tl import embed
 
     torch.set_num_threads(args.threads)

@@ -12,7 +12,7 @@ alone, loading its input included):
 1. ``simulate``: sparse raw counts, ``n`` cells x ``--genes`` genes, ``--density`` non-zero
    (genes drawn with gamma-distributed popularity, 8 cell groups with their own marker genes,
    counts 1 + geometric), written as ``.npz`` (CSR);
-2. ``preprocess``: :func:`geovae.pp.preprocess_rna` (QC with ``min_genes`` = a quarter of the
+2. ``preprocess``: :func:`geovae.preprocessing.preprocess_rna` (QC with ``min_genes`` = a quarter of the
    expected genes per cell, seurat_v3 HVG on the sparse counts keeping all ``--genes``,
    log-normalisation, z-score statistics), written as ``.h5ad``; the script checks that
    ``X`` and ``layers["counts"]`` are still sparse;
@@ -103,7 +103,7 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         import anndata as ad
         import pandas as pd
 
-        from geovae.pp import preprocess_rna
+        from geovae.preprocessing import preprocess_rna
 
         counts = sp.load_npz(f"{base}.npz").tocsr()
         labels = np.load(f"{base}_labels.npy")

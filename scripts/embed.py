@@ -1,4 +1,5 @@
-"""Rule embed: the run's latent.h5ad -> embedding.h5ad (the same plus X_umap, X_tsne) and figures."""
+"""Rule embed: the run's latent.h5ad -> embedding.h5ad (scanpy-ready: expression, labels, QC, Leiden, latent,
+X_umap, X_tsne, provenance) and figures."""
 
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ from geovae.embedding import embed_2d
 from geovae.metrics.clustering import leiden_clusters
 from geovae.pl import embedding_scatter
 from geovae.plotting.embedding import overview_panels
-from geovae.run_folder import read_latent
+from geovae.run_folder import read_latent, scanpy_ready
 from geovae.runinfo import atomic_outputs, log_to, provenance, run_info, write_json
 from geovae.workflow_config import dataset_config
 
@@ -37,7 +38,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
         config=dataset_config(snakemake.config, wc.dataset), seed=params.seed, device=training.get("device"), rule="embed",
         dataset=wc.dataset, model=wc.model, device_name=training.get("device_name"),
         timings={"train": training.get("train_seconds"), **{f"embed_{k}": v for k, v in seconds.items()}})
-    result.write_h5ad(out.h5ad)
+    scanpy_ready(result, snakemake.input.data, wc.model).write_h5ad(out.h5ad)
     color = [key for key in (params.label_key, params.batch_key) if key] or [None]
     title = f"{wc.model} / {wc.dataset}"
     embedding_scatter(coords["X_umap"], obs, color, "UMAP", out.umap, title=title)

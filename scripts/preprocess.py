@@ -6,7 +6,7 @@ import anndata as ad
 import pandas as pd
 
 from geovae.plotting.qc import qc_distributions
-from geovae.pp import preprocess, qc_metrics
+from geovae.preprocessing import preprocess, qc_metrics
 from geovae.runinfo import atomic_outputs, log_to, provenance
 from geovae.workflow_config import dataset_config
 

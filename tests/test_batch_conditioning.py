@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from geovae.metrics.batch import ilisi
 from geovae.models import get_model
-from geovae.pp import preprocess_rna
+from geovae.preprocessing import preprocess_rna
 
 
 @pytest.fixture(scope="module")

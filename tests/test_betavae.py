@@ -290,7 +290,7 @@ def test_beta10_recovers_simulated_programs_better_than_beta1():
     the true gene programs over beta = 1 (SIMULATED data, mean over 3 seeds)."""
     from geovae.data.simulate import simulate_programs
     from geovae.metrics.programs import program_recovery
-    from geovae.pp import preprocess_rna
+    from geovae.preprocessing import preprocess_rna
 
     sim = simulate_programs(n_cells=600, n_genes=1000, program_size=50, seed=0)
     base = preprocess_rna(sim, min_genes=10, n_top_genes=1000)

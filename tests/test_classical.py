@@ -33,7 +33,7 @@ def rna() -> anndata.AnnData:
 @pytest.fixture(scope="module")
 def atac() -> anndata.AnnData:
     from geovae.data.builtin import load_builtin
-    from geovae.pp import preprocess_atac
+    from geovae.preprocessing import preprocess_atac
 
     return preprocess_atac(load_builtin("sim_atac"), n_top_peaks=1500)
 

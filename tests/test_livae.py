@@ -262,3 +262,42 @@ def test_save_load_round_trip(trained, data, tmp_path):
         LiVAE.load(out, adata[:, :50].copy())
     with pytest.raises(FileNotFoundError):
         LiVAE.load(tmp_path / "missing", adata)
+
+
+def test_load_without_adata_restores_the_registered_data(trained, data, tmp_path):
+    """scvi-tools' habit: save(..., save_anndata=True), then load(path) with no adata."""
+    from geovae.models import load_model
+
+    with pytest.raises(ValueError, match="save_anndata=True"):
+        trained.save(tmp_path / "bare")
+        LiVAE.load(tmp_path / "bare")
+    trained.save(tmp_path / "full", save_anndata=True)
+    for loaded in (LiVAE.load(tmp_path / "full", device="cpu"), load_model(tmp_path / "full", device="cpu")):
+        setup, saved = trained.adata.uns["geovae_setup"], loaded.adata.uns["geovae_setup"]
+        assert set(saved) == set(setup) and saved.get("layer") == setup.get("layer")
+        assert list(loaded.adata.obs_names) == list(data[0].obs_names)
+        np.testing.assert_array_equal(loaded.get_latent_representation(), trained.get_latent_representation())
+
+
+def test_scvi_tools_training_arguments(data):
+    """accelerator/devices/train_size/plan_kwargs... are translated, or refused naming geovae's argument."""
+    from geovae.options import scvi_training_names, training_config
+
+    cfg = training_config({"accelerator": "cpu", "devices": 1, "train_size": 0.8, "plan_kwargs": {"lr": 5e-4},
+                           "early_stopping_patience": 7, "enable_progress_bar": False})
+    assert (cfg.device, cfg.lr, cfg.patience, cfg.progress_bar) == ("cpu", 5e-4, 7, False)
+    assert cfg.validation_fraction == pytest.approx(0.2)
+    assert scvi_training_names({"accelerator": "gpu", "devices": [1]})["device"] == "cuda:1"
+    assert scvi_training_names({"accelerator": "auto"})["device"] == "auto"
+    with pytest.raises(TypeError, match="one device"):
+        scvi_training_names({"accelerator": "gpu", "devices": 2})
+    with pytest.raises(TypeError, match="n_epochs_kl_warmup"):
+        scvi_training_names({"plan_kwargs": {"n_epochs_kl_warmup": 10}})
+    with pytest.raises(TypeError, match="validation runs every epoch"):
+        scvi_training_names({"check_val_every_n_epoch": 5})
+    with pytest.raises(ValueError, match="device given twice"):
+        scvi_training_names({"accelerator": "cpu", "device": "cuda"})
+    adata, _ = data
+    model = LiVAE(adata.copy(), latent_dim=4)  # through a model's own train()
+    model.train(max_epochs=2, accelerator="cpu", train_size=0.9, batch_size=64, progress_bar=False)
+    assert model.metadata["device"] == "cpu" and model.history.shape[0] == 2

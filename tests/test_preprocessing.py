@@ -153,12 +153,12 @@ def test_qc_rna_filters_the_right_cells_and_genes():
     assert list(out.obs_names) == ["c0", "c3", "c4"]
     # gene detection among kept cells: MT-CO1 1, mt-Nd1 1, G1 3, G2 3, G3 2, G4 2, G5 1, G6 1
     assert list(out.var_names) == ["G1", "G2", "G3", "G4"]
-    np.testing.assert_array_equal(out.obs["n_genes"], [5, 5, 4])
-    np.testing.assert_allclose(out.obs["pct_mito"], [100 / 21, 20.0, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(out.obs["n_genes_by_counts"], [5, 5, 4])
+    np.testing.assert_allclose(out.obs["pct_counts_mt"], [100 / 21, 20.0, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(out.obs["total_counts"], [21, 5, 13])
     np.testing.assert_array_equal(out.var["n_cells"], [3, 3, 2, 2])
     assert sp.issparse(out.X)
-    assert ad.n_obs == 5 and "pct_mito" not in ad.obs  # input untouched
+    assert ad.n_obs == 5 and "pct_counts_mt" not in ad.obs  # input untouched
 
 
 def test_qc_refuses_empty_results_and_non_counts():

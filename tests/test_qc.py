@@ -52,7 +52,7 @@ def _low_depth_counts(n_cells: int = 400, n_genes: int = 800, seed: int = 0) -> 
 
 def test_adaptive_keeps_simulated_low_depth_cells_where_fixed_drops_them() -> None:
     counts = _low_depth_counts()
-    assert np.median(qc_metrics_rna(counts)["n_genes"]) < 200
+    assert np.median(qc_metrics_rna(counts)["n_genes_by_counts"]) < 200
     adaptive = qc_rna(counts)
     assert adaptive.n_obs / counts.n_obs > 0.9 and adaptive.uns["geovae_qc"]["mode"] == "adaptive"
     assert not adaptive.uns["geovae_qc"]["warnings"]
@@ -67,7 +67,7 @@ def test_adaptive_keeps_simulated_low_depth_cells_where_fixed_drops_them() -> No
 
 def test_fixed_qc_warns_below_half() -> None:
     counts = _low_depth_counts(seed=1)
-    cut = int(np.percentile(qc_metrics_rna(counts)["n_genes"], 70))
+    cut = int(np.percentile(qc_metrics_rna(counts)["n_genes_by_counts"], 70))
     out = qc_rna(counts, qc="fixed", min_genes=cut)
     assert out.n_obs < counts.n_obs / 2
     (warning,) = out.uns["geovae_qc"]["warnings"]
@@ -89,7 +89,7 @@ def test_qc_record_per_sample() -> None:
     assert table["cells_kept"].sum() == out.n_obs
     assert {"removed_empty_barcode", "removed_outlier_counts", "removed_outlier_genes", "removed_outlier_mito",
             "outlier_counts_min", "outlier_counts_max"} <= set(table.columns)
-    assert set(out.uns["geovae_qc"]["rules"]["metric"]) == {"n_genes", "total_counts", "pct_mito"}
+    assert set(out.uns["geovae_qc"]["rules"]["metric"]) == {"n_genes_by_counts", "total_counts", "pct_counts_mt"}
 
 
 def test_atac_adaptive_qc_records_and_names_its_key() -> None:

@@ -38,11 +38,11 @@ _PP = "import geovae\nfrom geovae.data import load_builtin\n"
 #: What a file's fragments assume (named in its text: "adata", a preprocessed AnnData, ...), built from
 #: the SIMULATED built-in data; files not listed run as they are.
 SETUP = {
-    "docs/models/livae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy())\n",
-    "docs/models/betavae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy())\n",
-    "docs/models/sivae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy())\n"
+    "docs/models/livae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy(), copy=True)\n",
+    "docs/models/betavae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy(), copy=True)\n",
+    "docs/models/sivae.md": _PP + "adata = geovae.pp.preprocess_rna(load_builtin('sim_programs')[:300].copy(), copy=True)\n"
                                   "adata.obs['cell_type'] = adata.obs['group']\n",
-    "docs/models/dpvae.md": _PP + "s = geovae.pp.preprocess_rna(load_builtin('sim_spatial'), min_genes=10)\n"
+    "docs/models/dpvae.md": _PP + "s = geovae.pp.preprocess_rna(load_builtin('sim_spatial'), min_genes=10, copy=True)\n"
                                   "adata_ref, adata_new = s[:400].copy(), s[400:500].copy()\n",
 }
 #: Files whose Python blocks need hardware this machine may lack: compiled (syntax), not run.

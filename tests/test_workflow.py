@@ -98,6 +98,34 @@ def test_embedding_and_metrics_content(tiny_run: Path) -> None:
     assert 0.0 <= pbmc["NMI"] <= 1.0
 
 
+def test_embedding_is_scanpy_ready(tiny_run: Path, tmp_path: Path) -> None:
+    """embedding.h5ad is one a scanpy user continues from: expression of the model's genes in X (the
+    preprocessed values), var, labels, scanpy-named QC columns and Leiden in obs, the latent as
+    X_<model>, and scanpy's own plotting and neighbours run on it as is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    run = tiny_run / "results" / "pbmc" / "livae" / "0"
+    emb = ad.read_h5ad(run / "embedding.h5ad")
+    pre = ad.read_h5ad(tiny_run / "results" / "pbmc" / "preprocessed.h5ad")
+    latent = ad.read_h5ad(run / "latent.h5ad")
+    assert list(emb.var_names) == list(latent.var_names) and list(emb.obs_names) == list(pre.obs_names)
+    assert (emb.X != pre[:, emb.var_names].X).nnz == 0  # the preprocessed expression, unchanged
+    for column in ("bulk_labels", "n_genes_by_counts", "total_counts", "pct_counts_mt", "leiden"):
+        assert column in emb.obs, column
+    assert "mt" in emb.var and "highly_variable" in emb.var
+    np.testing.assert_array_equal(emb.obsm["X_livae"], emb.obsm["X_latent"])
+    assert emb.uns["latent_key"] == "X_livae" and emb.uns["geovae"]["rule"] == "embed"
+    gene = emb.var_names[int(np.argmax(np.asarray(emb.X.sum(axis=0)).ravel()))]
+    sc.settings.figdir = tmp_path
+    sc.pl.umap(emb, color=[gene, "bulk_labels", "leiden"], show=False, save="_check.png")
+    assert (tmp_path / "umap_check.png").stat().st_size > 0
+    sc.pp.neighbors(emb, use_rep="X_livae")
+    assert emb.obsp["connectivities"].shape == (emb.n_obs, emb.n_obs)
+
+
 def test_geo_dataset_keeps_sample_metadata(tiny_run: Path) -> None:
     raw = ad.read_h5ad(tiny_run / "results" / "geo_pbmc" / "raw.h5ad")
     assert set(raw.obs["sample"]) == {"GSM8000001", "GSM8000002"}

@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.modality is None:
             raise UsageError(f"'{args.input}' has no uns['geovae_input'] (raw counts?); pass --modality rna|atac "
                              "to preprocess it, or give a file written by geovae.pp")
-        from geovae.pp import preprocess
+        from geovae.preprocessing import preprocess
 
         n_obs, n_vars = adata.n_obs, adata.n_vars
         adata = preprocess(adata, modality=args.modality, **pp_params)

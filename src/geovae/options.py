@@ -198,7 +198,7 @@ def training_config(options: Mapping[str, Any] | None = None, accepted: Iterable
     TypeError
         For an option that is not a training option, with the nearest valid name.
     """
-    options = dict(options or {})
+    options = scvi_training_names(options, owner)
     extra = set(accepted)
     valid = [*TRAINING_OPTIONS, *sorted(extra)]
     for key in options:
@@ -208,6 +208,97 @@ def training_config(options: Mapping[str, Any] | None = None, accepted: Iterable
     if options.get("checkpoint_dir") is not None:
         options["checkpoint_dir"] = str(options["checkpoint_dir"])
     return TrainingConfig(**{k: v for k, v in options.items() if k in TRAINING_OPTIONS})
+
+
+#: scvi-tools training argument -> geovae training option (same meaning, translated by
+#: :func:`scvi_training_names`).
+SCVI_RENAMED = {"early_stopping_patience": "patience", "early_stopping_min_delta": "min_delta",
+                "enable_progress_bar": "progress_bar", "gradient_clip_val": "grad_clip"}
+#: scvi-tools arguments with no geovae counterpart, and what to use instead.
+SCVI_REFUSED = {
+    "check_val_every_n_epoch": "validation runs every epoch (it drives early stopping)",
+    "shuffle_set_split": "the validation split is always a seeded shuffle (seed=)",
+    "load_sparse_tensor": "sparse minibatches are always used for sparse data",
+    "datasplitter_kwargs": "use validation_fraction and seed",
+    "early_stopping_monitor": "early stopping monitors the validation loss",
+    "n_epochs_kl_warmup": "set the model's own warm-up parameter where it has one (geovae models)",
+    "n_steps_kl_warmup": "set the model's own warm-up parameter where it has one (geovae models)",
+}
+
+
+def scvi_training_names(options: Mapping[str, Any] | None, owner: str = "train") -> dict[str, Any]:
+    """Translate scvi-tools' training arguments into geovae's, or refuse them saying what to use.
+
+    ``accelerator`` ("cpu", "gpu", "cuda", "auto") and ``devices`` (1, or ``[k]`` for one GPU)
+    become ``device``; ``train_size`` becomes ``validation_fraction = 1 - train_size``
+    (``validation_size`` likewise); ``plan_kwargs`` may carry ``lr`` and ``weight_decay``;
+    ``early_stopping_patience``, ``early_stopping_min_delta``, ``enable_progress_bar`` and
+    ``gradient_clip_val`` are renamed (:data:`SCVI_RENAMED`). A translated option that is also given
+    under its geovae name with another value is an error.
+
+    Parameters
+    ----------
+    options
+        Training options as given by the user.
+    owner
+        Name used in messages.
+
+    Raises
+    ------
+    TypeError
+        For arguments geovae cannot honour (several devices, other ``plan_kwargs``,
+        :data:`SCVI_REFUSED`), naming the geovae argument to use.
+    ValueError
+        For a translated option that contradicts one given under its geovae name.
+    """
+    options = dict(options or {})
+    translated: dict[str, Any] = {}
+    for name, reason in SCVI_REFUSED.items():
+        if name in options:
+            raise TypeError(f"{owner}: scvi-tools' {name!r} has no geovae counterpart: {reason}")
+    for old, new in SCVI_RENAMED.items():
+        if old in options:
+            translated[new] = options.pop(old)
+    accelerator, devices = options.pop("accelerator", None), options.pop("devices", None)
+    if accelerator is not None or devices is not None:
+        translated["device"] = _scvi_device(accelerator, devices, owner)
+    for key, share in (("train_size", "train"), ("validation_size", "validation")):
+        if options.get(key) is not None:
+            value = float(options.pop(key))
+            translated["validation_fraction"] = 1.0 - value if share == "train" else value
+        options.pop(key, None)
+    plan = dict(options.pop("plan_kwargs", None) or {})
+    unknown = sorted(set(plan) - {"lr", "weight_decay"})
+    if unknown:
+        raise TypeError(f"{owner}: plan_kwargs {unknown} are not geovae training options; plan_kwargs may "
+                        "carry lr and weight_decay, the others are model parameters or not supported")
+    translated.update(plan)
+    for key, value in translated.items():
+        if key in options and options[key] != value:
+            raise ValueError(f"{owner}: {key} given twice with different values ({options[key]!r} and "
+                             f"{value!r} from scvi-tools' argument)")
+        options[key] = value
+    return options
+
+
+def _scvi_device(accelerator: Any, devices: Any, owner: str) -> str:
+    """``device`` for scvi-tools' ``accelerator`` / ``devices`` (one device only)."""
+    if isinstance(devices, (list, tuple)):
+        if len(devices) != 1:
+            raise TypeError(f"{owner}: devices={devices!r}: geovae trains on one device; use device='cuda:<k>'")
+        index: int | None = int(devices[0])
+    elif devices in (None, 1, "auto", "1"):
+        index = None
+    else:
+        raise TypeError(f"{owner}: devices={devices!r}: geovae trains on one device; use device='cuda:<k>'")
+    kind = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu", "auto": "auto", None: "auto"}.get(accelerator)
+    if kind is None:
+        raise TypeError(f"{owner}: accelerator={accelerator!r} is not supported; use device='cpu', 'cuda' or 'auto'")
+    if index is not None:
+        if kind == "cpu":
+            raise TypeError(f"{owner}: devices={devices!r} with accelerator='cpu'; use device='cpu'")
+        return f"cuda:{index}"
+    return kind
 
 
 #: Training options set in the workflow's ``train`` block (the others come from elsewhere: ``device``

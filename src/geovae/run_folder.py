@@ -9,6 +9,9 @@ holds:
   ``varm["loadings"]`` (plus ``var["degree_centrality"]``) of the models that have them, training
   provenance in ``uns["geovae_train"]``; written once, by :func:`write_training_outputs`, and read by
   every later stage through :func:`read_latent`;
+- ``embedding.h5ad``: the scanpy-ready AnnData of the run (:func:`scanpy_ready`): the expression
+  the model saw in ``X``, ``var``, ``obs`` with labels, QC and Leiden, the latent as
+  ``obsm["X_<model>"]`` (and ``X_latent``), ``X_umap``/``X_tsne``, provenance in ``uns``;
 - ``history.tsv`` and ``loss.png``: the loss terms per epoch;
 - ``train_info.json``: parameters, versions, seed, device and timings.
 """
@@ -22,7 +25,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-__all__ = ["LATENT_FILE", "latent_adata", "write_training_outputs", "read_latent", "run_loadings"]
+__all__ = ["LATENT_FILE", "latent_adata", "write_training_outputs", "read_latent", "run_loadings", "scanpy_ready"]
 
 #: The latent of a run, as AnnData.
 LATENT_FILE = "latent.h5ad"
@@ -142,3 +145,48 @@ def run_loadings(result: ad.AnnData) -> tuple[pd.DataFrame | None, pd.Series | N
         loadings = loadings.dropna(how="all")
     centrality = result.var["degree_centrality"] if "degree_centrality" in result.var else None
     return loadings, centrality
+
+
+def scanpy_ready(result: ad.AnnData, preprocessed: str | Path, model: str) -> ad.AnnData:
+    """The run's latent AnnData made one a scanpy user continues from (``embedding.h5ad``).
+
+    ``X`` becomes the preprocessed expression of the model's features (RNA: log1p of counts
+    normalised per cell; ATAC: TF-IDF), read from ``preprocessed`` without loading its count layer;
+    ``var`` and ``obs`` are the preprocessed ones (labels, scanpy-named QC columns, HVG flags) with
+    the columns ``result`` adds (e.g. ``leiden``); the latent is also stored as ``obsm["X_<model>"]``,
+    the key ``geovae.tl.embed`` writes, so ``sc.pp.neighbors(adata, use_rep="X_livae")``,
+    ``sc.pl.umap(adata, color=<gene>)`` work on the file as is.
+
+    Parameters
+    ----------
+    result
+        The run's cells with ``obsm["X_latent"]`` (from :func:`read_latent`, plus embeddings).
+    preprocessed
+        The dataset's ``preprocessed.h5ad``.
+    model
+        Model name, for the ``X_<model>`` key.
+
+    Raises
+    ------
+    ValueError
+        When the cells or features of ``result`` are not those of ``preprocessed`` (names the file).
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(preprocessed, "r") as handle:
+        X = read_elem(handle["X"])
+        obs, var = read_elem(handle["obs"]), read_elem(handle["var"])
+    if list(obs.index) != list(result.obs_names):
+        raise ValueError(f"{preprocessed}: its cells differ from the run's ({len(obs)} vs {result.n_obs})")
+    missing = result.var_names.difference(var.index)
+    if len(missing):
+        raise ValueError(f"{preprocessed}: lacks {len(missing)} of the model's features, e.g. {list(missing[:3])}")
+    columns = var.index.get_indexer(result.var_names)
+    out = ad.AnnData(X=X[:, columns] if not np.array_equal(columns, np.arange(var.shape[0])) else X,
+                     obs=obs.join(result.obs.drop(columns=obs.columns.intersection(result.obs.columns))),
+                     var=var.iloc[columns].join(result.var.drop(columns=var.columns.intersection(result.var.columns))),
+                     obsm=dict(result.obsm), varm=dict(result.varm), uns=dict(result.uns))
+    out.obsm[f"X_{model}"] = out.obsm["X_latent"]
+    out.uns["latent_key"] = f"X_{model}"
+    return out

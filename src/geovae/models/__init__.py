@@ -76,7 +76,7 @@ def get_model(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def load_model(dir_path: str | os.PathLike, adata: Any, device: str = "auto") -> BaseModel:
+def load_model(dir_path: str | os.PathLike, adata: Any = None, device: str = "auto") -> BaseModel:
     """Load any saved model (the class is read from the directory's ``params.json``).
 
     Parameters
@@ -84,7 +84,8 @@ def load_model(dir_path: str | os.PathLike, adata: Any, device: str = "auto") ->
     dir_path
         Directory written by ``model.save``.
     adata
-        AnnData with the model's ``var_names``.
+        AnnData with the model's ``var_names``; ``None``: the one saved with the model
+        (``save(..., save_anndata=True)``).
     device
         Torch device for neural models.
     """

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+import anndata
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -40,7 +41,7 @@ SETUP_KEY = "geovae_setup"
 FORMAT_VERSION = 1
 #: File names inside a saved model directory.
 FILES = {"weights": "model.pt", "params": "params.json", "var_names": "var_names.json",
-         "stats": "input_stats.npz", "history": "history.csv", "state": "state.joblib"}
+         "stats": "input_stats.npz", "history": "history.csv", "state": "state.joblib", "adata": "adata.h5ad"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -279,7 +280,7 @@ class BaseModel:
         return {}
 
     # -- persistence
-    def save(self, dir_path: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> Path:
         """Save the model (parameters, var_names, input statistics, history, state) to a directory.
 
         Written to a temporary sibling directory renamed into place, so an interrupted save
@@ -291,6 +292,9 @@ class BaseModel:
             Target directory.
         overwrite
             Replace an existing directory; otherwise raise :class:`FileExistsError`.
+        save_anndata
+            Also write the model's AnnData (``adata.h5ad``, with its ``setup_anndata`` registration),
+            so :meth:`load` needs no ``adata`` (as in scvi-tools).
 
         Returns
         -------
@@ -310,10 +314,12 @@ class BaseModel:
                 stats = {"mean": self.input_transform.mean, "std": self.input_transform.std}
             np.savez(tmp / FILES["stats"], **stats)
             self.history.to_csv(tmp / FILES["history"], index=False)
+            if save_anndata:
+                self.adata.write_h5ad(tmp / FILES["adata"])
         return Path(dir_path)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: Any, device: str = "auto") -> "BaseModel":
+    def load(cls, dir_path: str | os.PathLike, adata: Any = None, device: str = "auto") -> "BaseModel":
         """Load a model written by :meth:`save` and attach it to ``adata``.
 
         Parameters
@@ -321,7 +327,8 @@ class BaseModel:
         dir_path
             Directory written by :meth:`save`.
         adata
-            AnnData with exactly the saved ``var_names`` (same order).
+            AnnData with exactly the saved ``var_names`` (same order). ``None``: the AnnData saved
+            with the model (``save(..., save_anndata=True)``), its registered fields included.
         device
             Where to put torch weights (``"auto"``, ``"cpu"``, ``"cuda"``); ignored by non-neural models.
 
@@ -334,6 +341,11 @@ class BaseModel:
         """
         src = Path(dir_path)
         meta = read_saved_meta(src)
+        if adata is None:
+            if not (src / FILES["adata"]).is_file():
+                raise ValueError(f"{cls.__name__}.load({str(src)!r}): no adata given and none saved with the model "
+                                 "(save it with save(..., save_anndata=True), or pass adata=)")
+            adata = anndata.read_h5ad(src / FILES["adata"])
         if meta.get("model") != cls.model_name:
             raise ValueError(f"{src / FILES['params']} holds model {meta.get('model')!r}, not {cls.model_name!r}")
         if not (src / FILES["var_names"]).is_file():

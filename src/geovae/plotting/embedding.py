@@ -64,7 +64,7 @@ def embedding_scatter(xy: np.ndarray, obs: pd.DataFrame, color: Sequence[str | N
 
 
 #: QC columns of the preprocessed data drawn on the embedding, when present.
-QC_COLUMNS = ("total_counts", "n_genes", "n_peaks", "pct_mito")
+QC_COLUMNS = ("total_counts", "n_genes_by_counts", "n_peaks", "pct_counts_mt")
 
 
 def overview_panels(umap: np.ndarray, obs: pd.DataFrame, spatial: np.ndarray | None = None,

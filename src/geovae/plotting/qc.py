@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 #: Metric -> (axis label, log scale).
-_METRICS = {"total_counts": ("total counts", True), "n_genes": ("detected genes", True),
-            "pct_mito": ("mitochondrial counts (%)", False), "n_peaks": ("accessible peaks", True)}
+_METRICS = {"total_counts": ("total counts", True), "n_genes_by_counts": ("detected genes", True),
+            "pct_counts_mt": ("mitochondrial counts (%)", False), "n_peaks": ("accessible peaks", True)}
 #: At most this many samples are drawn (the first ones, in data order).
 MAX_SAMPLES = 12
 

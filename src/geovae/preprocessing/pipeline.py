@@ -62,7 +62,7 @@ def qc_metrics(adata: AnnData, modality: str, **settings: Any) -> "pd.DataFrame"
     adata
         Raw AnnData (integer counts in ``.X``).
     modality
-        ``"rna"`` (``n_genes``, ``total_counts``, ``pct_mito``) or ``"atac"`` (``n_peaks``,
+        ``"rna"`` (``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt``) or ``"atac"`` (``n_peaks``,
         ``total_counts``).
     **settings
         The ``preprocess.<modality>`` block; only ``mito_prefix`` is used.

@@ -39,7 +39,7 @@ def _prefixes(mito_prefix: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def qc_metrics_rna(adata: AnnData, mito_prefix: str | Sequence[str] = RNA.mito_prefix) -> pd.DataFrame:
-    """Per-cell QC metrics of raw counts: ``n_genes``, ``total_counts``, ``pct_mito``.
+    """Per-cell QC metrics of raw counts: ``n_genes_by_counts``, ``total_counts``, ``pct_counts_mt`` (scanpy's names).
 
     Parameters
     ----------
@@ -59,7 +59,7 @@ def qc_metrics_rna(adata: AnnData, mito_prefix: str | Sequence[str] = RNA.mito_p
     mito = _mito_mask(adata, mito_prefix)
     mito_total = np.asarray(X[:, mito].sum(axis=1), dtype=np.float64).ravel()
     pct_mito = np.divide(100.0 * mito_total, total, out=np.zeros_like(total), where=total > 0)
-    return pd.DataFrame({"n_genes": row_positive_counts(X), "total_counts": total, "pct_mito": pct_mito},
+    return pd.DataFrame({"n_genes_by_counts": row_positive_counts(X), "total_counts": total, "pct_counts_mt": pct_mito},
                         index=adata.obs_names)
 
 
@@ -87,14 +87,14 @@ def qc_rules_rna(qc: str = RNA.qc, min_genes: int = RNA.min_genes, max_pct_mito:
     """
     key = "preprocess.rna."
     if qc == "fixed":
-        return [QCRule("min_genes", "n_genes", key + "min_genes", lower=min_genes),
-                QCRule("max_pct_mito", "pct_mito", key + "max_pct_mito", upper=max_pct_mito)]
+        return [QCRule("min_genes", "n_genes_by_counts", key + "min_genes", lower=min_genes),
+                QCRule("max_pct_mito", "pct_counts_mt", key + "max_pct_mito", upper=max_pct_mito)]
     if qc != "adaptive":
         raise ValueError(f"qc_rna: qc must be 'adaptive' or 'fixed', got {qc!r} (config key {key}qc)")
-    return [QCRule("empty_barcode", "n_genes", key + "min_genes_floor", lower=min_genes_floor),
+    return [QCRule("empty_barcode", "n_genes_by_counts", key + "min_genes_floor", lower=min_genes_floor),
             QCRule("outlier_counts", "total_counts", key + "n_mads", n_mads=n_mads, log=True),
-            QCRule("outlier_genes", "n_genes", key + "n_mads", n_mads=n_mads, log=True),
-            QCRule("outlier_mito", "pct_mito", key + "mito_n_mads", n_mads=mito_n_mads, side="upper")]
+            QCRule("outlier_genes", "n_genes_by_counts", key + "n_mads", n_mads=n_mads, log=True),
+            QCRule("outlier_mito", "pct_counts_mt", key + "mito_n_mads", n_mads=mito_n_mads, side="upper")]
 
 
 def qc_rna(
@@ -136,8 +136,8 @@ def qc_rna(
     Returns
     -------
     AnnData
-        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_genes``, ``total_counts`` and
-        ``pct_mito`` (computed before filtering), ``var`` gains ``mito`` and ``n_cells``;
+        Filtered copy with CSR float32 ``.X``; ``obs`` gains ``n_genes_by_counts``, ``total_counts`` and
+        ``pct_counts_mt`` (computed before filtering; scanpy's names), ``var`` gains ``mt`` and ``n_cells``;
         ``uns["geovae_qc"]`` records per sample the cells in, removed by each rule, kept, and the
         bounds used, plus warnings when fewer than half of the cells are kept.
 
@@ -163,10 +163,10 @@ def qc_rna(
     out = adata[keep_cells, keep_genes].copy()
     out.X = X[keep_cells][:, keep_genes]
     kept = metrics[keep_cells]
-    out.obs["n_genes"] = kept["n_genes"].to_numpy(np.int64)
+    out.obs["n_genes_by_counts"] = kept["n_genes_by_counts"].to_numpy(np.int64)
     out.obs["total_counts"] = kept["total_counts"].to_numpy(np.float32)
-    out.obs["pct_mito"] = kept["pct_mito"].to_numpy(np.float32)
-    out.var["mito"] = mito[keep_genes]
+    out.obs["pct_counts_mt"] = kept["pct_counts_mt"].to_numpy(np.float32)
+    out.var["mt"] = mito[keep_genes]
     out.var["n_cells"] = n_cells[keep_genes].astype(np.int64)
     out.uns["geovae_qc"] = {"modality": "rna", "mode": qc, "sample_key": qc_sample_key if samples is not None else "",
                             "n_vars_in": int(adata.n_vars), "n_vars_kept": int(keep_genes.sum()), **record}
