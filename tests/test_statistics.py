@@ -76,3 +76,17 @@ def test_ranks_respect_direction() -> None:
 def test_unknown_reference_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="reference model 'livae'"):
         paired_comparison(_tidy({"vae": np.array([0.1, 0.2, 0.3])}))
+
+
+def test_two_models_use_the_paired_t_test() -> None:
+    """Two models: a consistent small difference on datasets of very different levels is significant
+    for the paired test (Tukey HSD, which ignores the pairing, would not see it)."""
+    levels = np.array([0.2, 0.5, 0.8, 0.35, 0.65])
+    gain = np.array([0.030, 0.020, 0.025, 0.028, 0.022])
+    rows = [(f"d{i}", m, 0, "NMI", v) for i, (lo, g) in enumerate(zip(levels, gain))
+            for m, v in (("livae", lo + g), ("vae", lo))]
+    table = paired_comparison(pd.DataFrame(rows, columns=["dataset", "model", "seed", "metric", "value"]))
+    row = table.set_index("comparator").loc["vae"]
+    assert row["posthoc_test"] == "paired t-test"
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(levels + gain, levels).pvalue)
+    assert row["p_value"] < 0.001 < stats.tukey_hsd(levels + gain, levels).pvalue[0, 1]

@@ -26,7 +26,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "leiden_n_clusters": ("number of Leiden clusters at that resolution (not ranked)", ""),
     "kNN_accuracy": ("accuracy of a kNN classifier of the labels in the latent (held-out cells)", "higher"),
     "DC": ("Spearman correlation of pairwise distances, 2-D embedding vs latent", "higher"),
-    "DC_pairs": ("number of cell pairs the distance correlation used (not ranked)", ""),
+    "DC_pairs": ("DC computed over the distinct cell pairs only (differs from DC by O(1/n))", "higher"),
     "Q_local": ("co-ranking quality of small neighbourhoods (local structure kept)", "higher"),
     "Q_global": ("co-ranking quality of large neighbourhoods (global structure kept)", "higher"),
     "K_max": ("neighbourhood size splitting local from global in the co-ranking (not ranked)", ""),

@@ -113,9 +113,14 @@ def paired_comparison(metrics: pd.DataFrame, reference: str = "livae", min_datas
         if normal:
             if len(models) >= 3:
                 omnibus_test, omnibus_p = "repeated-measures ANOVA", rm_anova(values)[1]
-            tukey = stats.tukey_hsd(*[values[:, j] for j in range(len(models))])
-            posthoc = {c: float(tukey.pvalue[0, j + 1]) for j, c in enumerate(comparators)}
-            posthoc_test = "Tukey HSD"
+            if len(models) == 2:  # two models: the paired test (Tukey HSD would ignore the pairing)
+                d = diffs[comparators[0]]
+                p = float(stats.ttest_rel(values[:, 0], values[:, 1]).pvalue) if np.ptp(d) > 0 else float(d[0] == 0)
+                posthoc, posthoc_test = {comparators[0]: p if np.isfinite(p) else 1.0}, "paired t-test"
+            else:
+                tukey = stats.tukey_hsd(*[values[:, j] for j in range(len(models))])
+                posthoc = {c: float(tukey.pvalue[0, j + 1]) for j, c in enumerate(comparators)}
+                posthoc_test = "Tukey HSD"
         else:
             if len(models) >= 3:
                 omnibus_test, omnibus_p = "Friedman", float(stats.friedmanchisquare(*values.T).pvalue)

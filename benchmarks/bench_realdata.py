@@ -1,0 +1,633 @@
+#!/usr/bin/env python
+"""Seeded benchmark on real labelled scRNA-seq data: LiVAE against its variants and baselines (issue #23).
+
+Datasets: the built-in ``pbmc68k`` (labels ``obs["bulk_labels"]``) and the two real count matrices of
+``../shared/data/real/`` (``human_kidney_top2000.h5ad``, ``cbmc_citeseq_top2000.h5ad``; labels
+``obs["cell_type_id"]``). A missing file is reported and skipped. Every set goes through the pipeline's own
+preprocessing (``geovae.preprocessing.preprocess_rna``, behind ``geovae.pp.preprocess_rna``, with the
+package defaults) and every model is trained with the pipeline's training defaults
+(``geovae.options.TrainingConfig``: its epoch cap, early stopping) through ``geovae.tl.embed``; the UMAP
+is the pipeline's (``geovae.tl.umap``, the run's seed).
+
+Models: ``livae`` (the paper's squared Lorentz distance, the default), ``livae_unsquared``
+(``lorentz_squared=False``, the authors' code), ``vae`` (no bottleneck, no Lorentz term: the paper's
+ablation), ``betavae``, ``sivae``, ``pca`` and ``scvi`` (only when scvi-tools is importable).
+
+Per dataset, model and seed (metrics from ``geovae.metrics.evaluate`` with the pipeline's metric settings):
+NMI / ARI of KMeans (k = number of labels) and of Leiden, kNN accuracy, ASW, DC / Q_local / Q_global of the
+UMAP (against the latent), the same three of the latent against the preprocessed expression (``*_latent``,
+``geovae.metrics.fidelity.embedding_fidelity`` on the pipeline's seeded subsample), noise resilience, the
+wall seconds of training (``train_seconds``, fit + encoding) and the epochs trained. Paired tests of LiVAE
+against every other model (``geovae.metrics.statistics.paired_comparison``, one pair per (dataset, seed)),
+the paper's Table 1 directions (LiVAE > VAE on DC_umap, Q_global_umap, noise_resilience) and the Lorentz
+distance rule of issue #23 (squared vs unsquared), each as a two-model paired test.
+
+Outputs under ``--out``: ``realdata_long.tsv`` (dataset, model, seed, metric, value, category),
+``realdata_summary.tsv`` (mean, sd, n over seeds), ``realdata_paired.tsv``, ``realdata_table1.tsv``,
+``realdata_lorentz_rule.tsv``, ``realdata_report.md`` (everything printed) and ``realdata.png``.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_realdata.py                 # full: 3 sets, every model, seeds 0-4 (hours)
+    .venv/bin/python benchmarks/bench_realdata.py --quick         # under 10 min on 2 cores (see --help)
+    .venv/bin/python benchmarks/bench_realdata.py --smoke --out /tmp/realdata   # seconds: the test's mode
+    .venv/bin/python benchmarks/bench_realdata.py --datasets pbmc68k,human_kidney --models livae,vae \\
+        --seeds 0,1,2 --data-dir ../shared/data/real --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "realdata"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a benchmark dataset comes from and which ``obs`` column holds its labels."""
+
+    source: str  # "builtin" name or a file name under --data-dir
+    label_key: str
+    builtin: bool = False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "pbmc68k": DatasetSpec("pbmc68k", "bulk_labels", builtin=True),
+    "human_kidney": DatasetSpec("human_kidney_top2000.h5ad", "cell_type_id"),
+    "cbmc_citeseq": DatasetSpec("cbmc_citeseq_top2000.h5ad", "cell_type_id"),
+}
+
+#: Benchmark name -> (registry model, parameters that differ from the model's defaults).
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "livae": ("livae", {}),
+    "livae_unsquared": ("livae", {"lorentz_squared": False}),
+    "vae": ("vae", {}),
+    "betavae": ("betavae", {}),
+    "sivae": ("sivae", {}),
+    "pca": ("pca", {}),
+    "scvi": ("scvi", {}),
+}
+REFERENCE = "livae"
+
+#: Metrics of the printed tables and the figure (all of ``evaluate``'s go to the TSVs).
+HEADLINE = ["NMI", "ARI", "NMI_leiden", "ARI_leiden", "kNN_accuracy", "ASW", "DC_umap", "Q_local_umap",
+            "Q_global_umap", "DC_latent", "Q_local_latent", "Q_global_latent", "noise_resilience", "train_seconds"]
+#: The paper's Table 1 claims checked on real data: LiVAE higher than its ablation VAE.
+TABLE1 = ["DC_umap", "Q_global_umap", "noise_resilience"]
+#: Issue #23's rule for the Lorentz distance: clustering must improve, geometry must not get worse.
+RULE_CLUSTERING, RULE_GEOMETRY = ["NMI", "ARI"], ["DC_umap", "Q_global_umap", "noise_resilience"]
+#: The latent-vs-expression fidelity metrics: names the project's glossary does not know (see paired_tests).
+LATENT_FIDELITY = {"DC_latent": "DC", "Q_local_latent": "Q_local", "Q_global_latent": "Q_global"}
+
+#: What --quick and --smoke change (explicit flags still win).
+FULL = {"datasets": list(DATASETS), "models": [m for m in MODELS], "seeds": [0, 1, 2, 3, 4],
+        "max_epochs": None, "max_cells": None}
+QUICK = {"models": ["livae", "livae_unsquared", "vae", "betavae", "pca"], "seeds": [0, 1], "max_epochs": 20,
+         "max_cells": 800}
+SMOKE = {**QUICK, "datasets": ["pbmc68k"], "models": ["livae", "vae"], "seeds": [0], "max_epochs": 2}
+QUICK_HELP = (f"quick mode (< 10 min on 2 cores): models {','.join(QUICK['models'])} (siVAE, three "
+              f"training phases and by far the slowest, and scVI left out), seeds {QUICK['seeds']}, at most "
+              f"{QUICK['max_epochs']} epochs (early stopping still on), a seeded subsample of {QUICK['max_cells']} "
+              "cells per dataset before preprocessing; the numbers are NOT comparable to the full run")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options, with the defaults of the chosen mode (full, ``--quick`` or ``--smoke``) filled in.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    argparse.Namespace
+        ``datasets``, ``models``, ``seeds`` as lists; ``max_epochs``/``max_cells`` None when not capped.
+    """
+    from geovae.options import TrainingConfig
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", help=f"comma-separated, of {','.join(DATASETS)} (default: all)")
+    p.add_argument("--models", help=f"comma-separated benchmark names {','.join(MODELS)} or any registry "
+                   "model (default: all; scvi only when scvi-tools is importable)")
+    p.add_argument("--seeds", help="comma-separated (default 0,1,2,3,4)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder of the real .h5ad files (default: shared/data/real beside the repository)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default benchmarks/results/realdata)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads and the metrics' BLAS/OpenMP threads")
+    p.add_argument("--device", default=None, help="training device (default: the pipeline's, auto)")
+    p.add_argument("--max-epochs", type=int, help=f"epoch cap (default: the pipeline's, {TrainingConfig().max_epochs})")
+    p.add_argument("--max-cells", type=int, help="seeded subsample of cells per dataset (default: all)")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in --out's long table")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny end-to-end check (tests): pbmc68k, livae and vae, seed 0, 2 epochs")
+    args = p.parse_args(argv)
+    defaults = {**FULL, **(QUICK if args.quick else {}), **(SMOKE if args.smoke else {})}
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    for key in ("datasets", "models", "seeds"):
+        given = getattr(args, key)
+        setattr(args, key, [s.strip() for s in given.split(",") if s.strip()] if given else list(defaults[key]))
+    args.seeds = [int(s) for s in args.seeds]
+    for key in ("max_epochs", "max_cells"):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        p.error(f"unknown dataset(s) {unknown}; known: {list(DATASETS)}")
+    return args
+
+
+def resolve_models(names: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Benchmark name -> (registry model, params); scVI dropped, with a printed reason, without scvi-tools.
+
+    Parameters
+    ----------
+    names
+        Benchmark names (:data:`MODELS`) or registry names.
+
+    Returns
+    -------
+    dict
+        The runnable models, in the order given.
+    """
+    from geovae.models import REGISTRY
+
+    resolved = {}
+    for name in names:
+        model, params = MODELS.get(name, (name, {}))
+        if model not in REGISTRY:
+            raise SystemExit(f"unknown model {name!r}; benchmark names {list(MODELS)}, registry {sorted(REGISTRY)}")
+        if model == "scvi":
+            try:
+                from geovae.models.scvi_models import import_scvi
+                import_scvi("scvi")
+            except ImportError as err:
+                print(f"[skip] {name}: {err}")
+                continue
+        resolved[name] = (model, params)
+    return resolved
+
+
+def load_dataset(name: str, data_dir: Path, max_cells: int | None):
+    """Raw data of one benchmark set, subsampled when asked, preprocessed by the pipeline's defaults.
+
+    Parameters
+    ----------
+    name
+        Key of :data:`DATASETS`.
+    data_dir
+        Folder of the real files.
+    max_cells
+        Seeded subsample of the raw cells (seed 0, the same cells for every model and seed); None: all.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        Preprocessed data with the labels as strings in ``obs["label"]``; None (printed) when the file is missing.
+    """
+    import anndata as ad
+
+    from geovae.data.builtin import load_builtin
+    from geovae.metrics.fidelity import subsample_indices
+    # the function the pipeline's preprocess rule runs (returns a new AnnData; geovae.pp's verb wraps it)
+    from geovae.preprocessing import preprocess_rna
+
+    spec = DATASETS[name]
+    if spec.builtin:
+        raw = load_builtin(spec.source)
+    else:
+        path = data_dir / spec.source
+        if not path.exists():
+            print(f"[skip] {name}: {path} not found (set --data-dir; ../shared/data/real/README.md)")
+            return None
+        raw = ad.read_h5ad(path)
+    if max_cells is not None and raw.n_obs > max_cells:
+        raw = raw[subsample_indices(raw.n_obs, max_cells, seed=0)].copy()
+    data = preprocess_rna(raw)
+    data.obs["label"] = data.obs[spec.label_key].astype(str).astype("category")
+    print(f"{name}: {raw.n_obs} cells in, {data.n_obs} x {data.n_vars} after preprocessing, "
+          f"{data.obs['label'].nunique()} labels ({spec.label_key})", flush=True)
+    return data
+
+
+def expression_reference(data, threads: int):
+    """The seeded fidelity subsample of the pipeline's metrics and the neighbourhoods of its expression.
+
+    The latent's DC / Q_local / Q_global are scored against the preprocessed (log-normalised HVG)
+    expression ``data.X`` of the same cells :func:`geovae.metrics.evaluate` uses for the UMAP's.
+
+    Parameters
+    ----------
+    data
+        Preprocessed AnnData.
+    threads
+        Threads of the ranking.
+
+    Returns
+    -------
+    tuple
+        ``(indices, LatentNeighbourhood)``; one per dataset, reused for every model and seed.
+    """
+    import scipy.sparse as sp
+
+    from geovae.metrics.fidelity import LatentNeighbourhood, subsample_indices
+    from geovae.options import METRICS
+
+    idx = subsample_indices(data.n_obs, METRICS.n_subsample or None, METRICS.seed)
+    X = data.X[idx]
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    return idx, LatentNeighbourhood(X.astype(np.float64), n_jobs=threads)
+
+
+def run_one(data, model: str, params: dict[str, Any], seed: int, train: dict[str, Any], reference,
+            threads: int) -> pd.DataFrame:
+    """Train one model with one seed, embed with UMAP and score it.
+
+    Parameters
+    ----------
+    data
+        Preprocessed AnnData (copied, not modified).
+    model, params
+        Registry model and its non-default parameters.
+    seed
+        Seed of the training and of the UMAP (as the pipeline's run seed).
+    train
+        Training options beyond the defaults (``progress_bar``, the epoch cap in the quick modes).
+    reference
+        ``(indices, LatentNeighbourhood)`` of :func:`expression_reference`.
+    threads
+        Limit of BLAS/OpenMP threads in the metrics.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``metric, value, category``.
+    """
+    import geovae
+    from geovae.metrics.fidelity import embedding_fidelity
+    from geovae.options import METRICS
+
+    adata = data.copy()
+    start = time.perf_counter()
+    instance = geovae.tl.embed(adata, model=model, key_added="X_latent", params=params, train=train, seed=seed)
+    seconds = time.perf_counter() - start
+    geovae.tl.umap(adata, use_rep="X_latent", seed=seed)
+    table = geovae.metrics.evaluate(adata, latent_key="X_latent", label_key="label", embedding_keys={"umap": "X_umap"},
+                                    n_subsample=METRICS.n_subsample or None, seed=METRICS.seed, mode=METRICS.mode,
+                                    n_jobs=threads)
+    idx, neighbourhood = reference
+    latent = embedding_fidelity(None, np.asarray(adata.obsm["X_latent"], dtype=np.float64)[idx], latent=neighbourhood)
+    extra = [(f"{base}_latent", latent[base], "latent") for base in LATENT_FIDELITY.values()]
+    extra += [("train_seconds", seconds, "time"),
+              ("n_epochs", float(instance.metadata.get("n_epochs", np.nan)), "time")]
+    return pd.concat([table, pd.DataFrame(extra, columns=table.columns)], ignore_index=True)
+
+
+def summarise(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd (ddof 1; NaN for one seed) and number of seeds per dataset, model and metric.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, metric, value``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``dataset, model, metric, mean, sd, n``.
+    """
+    grouped = long.groupby(["dataset", "model", "metric"], sort=False)["value"]
+    return grouped.agg(mean="mean", sd="std", n="count").reset_index()
+
+
+def markdown_tables(summary: pd.DataFrame, metrics: list[str], models: list[str]) -> str:
+    """One Markdown table per dataset: models x metrics, ``mean ± sd`` over seeds.
+
+    Parameters
+    ----------
+    summary
+        Output of :func:`summarise`.
+    metrics
+        Columns, in order (absent ones are left out).
+    models
+        Rows, in order.
+
+    Returns
+    -------
+    str
+    """
+    blocks = []
+    for dataset, sub in summary.groupby("dataset", sort=False):
+        cols = [m for m in metrics if m in set(sub["metric"])]
+        cell = {(r.model, r.metric): _mean_sd(r.mean, r.sd, r.metric) for r in sub.itertuples()}
+        lines = [f"### {dataset} (mean ± sd over seeds; n = {int(sub['n'].max())})", "",
+                 "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for model in [m for m in models if m in set(sub["model"])]:
+            lines.append(f"| {model} | " + " | ".join(cell.get((model, c), "-") for c in cols) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _mean_sd(mean: float, sd: float, metric: str) -> str:
+    digits = 1 if metric == "train_seconds" else 3
+    return f"{mean:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
+
+
+def by_unit(long: pd.DataFrame) -> pd.DataFrame:
+    """The long table with one pairing unit per (dataset, seed): ``dataset`` becomes ``dataset/seed``.
+
+    :func:`geovae.metrics.statistics.paired_comparison` pairs models over datasets after averaging
+    seeds; with this relabelling it pairs them over (dataset, seed) instead.
+    """
+    units = long.assign(dataset=long["dataset"] + "/" + long["seed"].astype(str), seed=0)
+    return units
+
+
+def paired_tests(long: pd.DataFrame, reference: str = REFERENCE, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The project's paired comparison of ``reference`` against every other model, over (dataset, seed).
+
+    The glossary of :mod:`geovae.metrics.glossary` gives a direction only to the bare names and their
+    ``_umap``/``_tsne`` suffixes, so the ``*_latent`` metrics are tested under their base names and
+    renamed back; ``train_seconds`` and ``n_epochs`` have no direction and are not tested.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, metric, value, category``.
+    reference
+        Model compared against all others (differences are ``reference - comparator``).
+    metrics
+        Metrics to test (default: all ranked ones).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`geovae.metrics.statistics.COMPARISON_COLUMNS`; empty when the reference did not run.
+    """
+    from geovae.metrics.statistics import COMPARISON_COLUMNS, paired_comparison
+
+    units = by_unit(long if metrics is None else long[long["metric"].isin(metrics)])
+    if reference not in set(units["model"]) or units["model"].nunique() < 2:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    latent = units["metric"].isin(list(LATENT_FIDELITY))
+    parts = [pd.DataFrame(columns=COMPARISON_COLUMNS)]
+    if (~latent).any():
+        parts.append(paired_comparison(units[~latent], reference=reference))
+    if latent.any():
+        renamed = units[latent].assign(metric=units.loc[latent, "metric"].map(LATENT_FIDELITY))
+        back = {base: name for name, base in LATENT_FIDELITY.items()}
+        parts.append(paired_comparison(renamed, reference=reference).assign(
+            metric=lambda t: t["metric"].map(back), category="latent"))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COMPARISON_COLUMNS)
+
+
+def two_model_tests(long: pd.DataFrame, first: str, second: str, metrics: list[str]) -> pd.DataFrame:
+    """``first`` against ``second`` alone on ``metrics``, paired over (dataset, seed), with the project's tests.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, metric, value, category``.
+    first, second
+        Models; differences are ``first - second``.
+    metrics
+        Metrics to compare.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per metric: both means, ``mean_difference``, ``wins`` (units where ``first`` is higher) of
+        ``n_units``, ``p_value``, the test used and its note.
+    """
+    pair = long[long["model"].isin([first, second]) & long["metric"].isin(metrics)]
+    tests = paired_tests(pair, reference=first).set_index("metric") if not pair.empty else pd.DataFrame()
+    rows = []
+    for metric in metrics:
+        wide = by_unit(pair[pair["metric"] == metric]).pivot_table(index="dataset", columns="model", values="value")
+        wide = wide.dropna() if {first, second} <= set(wide.columns) else pd.DataFrame(columns=[first, second])
+        test = tests.loc[metric] if metric in tests.index else pd.Series(dtype=object)
+        rows.append({"metric": metric, f"{first}_mean": wide[first].mean(), f"{second}_mean": wide[second].mean(),
+                     "mean_difference": test.get("mean_difference", np.nan),
+                     "wins": int((wide[first] > wide[second]).sum()), "n_units": len(wide),
+                     "p_value": test.get("p_value", np.nan), "test": test.get("posthoc_test", ""),
+                     "note": test.get("note", "" if len(wide) else "no paired results")})
+    table = pd.DataFrame(rows)
+    table[["test", "note"]] = table[["test", "note"]].fillna("")
+    return table
+
+
+def verdict(difference: float, p_value: float, note: str = "") -> str:
+    """Whether "first > second" reproduces: ``yes`` (p < 0.05), ``direction only``, ``no`` or ``not tested``."""
+    if note or not np.isfinite(difference):
+        return "not tested"
+    if difference > 0:
+        return "yes" if p_value < 0.05 else "direction only (p >= 0.05)"
+    return "no, reversed (p < 0.05)" if p_value < 0.05 else "no (p >= 0.05)"
+
+
+def table1_directions(long: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 directions on this data: LiVAE > VAE on :data:`TABLE1`, with a verdict each."""
+    table = two_model_tests(long, REFERENCE, "vae", TABLE1)
+    table["reproduces"] = [verdict(d, p, n) for d, p, n in zip(table["mean_difference"], table["p_value"],
+                                                                table["note"])]
+    return table
+
+
+def lorentz_rule(long: pd.DataFrame, other: str = "livae_unsquared") -> tuple[pd.DataFrame, str]:
+    """Issue #23's rule for the default Lorentz distance, evaluated on this run.
+
+    The default (squared) changes only if ``other`` is higher on mean NMI and mean ARI with p < 0.05 and
+    not significantly lower (p < 0.05) on any geometry metric of :data:`RULE_GEOMETRY`.
+
+    Returns
+    -------
+    tuple
+        The per-metric table (``other - livae``) and a one-line decision.
+    """
+    if not {other, REFERENCE} <= set(long["model"]):
+        return pd.DataFrame(), f"rule not evaluated: {other} or {REFERENCE} did not run"
+    table = two_model_tests(long, other, REFERENCE, RULE_CLUSTERING + RULE_GEOMETRY)
+    if table.empty or table["note"].astype(bool).any():
+        return table, f"rule not evaluated: {other} and {REFERENCE} need >= 3 paired (dataset, seed) units"
+    by = table.set_index("metric")
+    better = all(by.loc[m, "mean_difference"] > 0 and by.loc[m, "p_value"] < 0.05 for m in RULE_CLUSTERING)
+    worse = [m for m in RULE_GEOMETRY if by.loc[m, "mean_difference"] < 0 and by.loc[m, "p_value"] < 0.05]
+    if better and not worse:
+        return table, f"rule met: {other} clusters better (NMI, ARI, p < 0.05) and is no worse on geometry"
+    reason = "geometry worse on " + ", ".join(worse) if better else "not better on both NMI and ARI with p < 0.05"
+    return table, f"rule not met ({reason}): the default stays {REFERENCE} (squared)"
+
+
+def plot_summary(long: pd.DataFrame, metrics: list[str], models: list[str], path: Path) -> None:
+    """One panel per metric: every seed as a point, mean ± sd per model, datasets side by side.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, metric, value``.
+    metrics, models
+        Panels and x positions, in order.
+    path
+        PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if m in set(long["metric"])]
+    datasets = list(pd.unique(long["dataset"]))
+    ncol = 4
+    nrow = max(1, -(-len(metrics) // ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.9 * nrow), squeeze=False)
+    width = 0.8 / max(1, len(datasets))
+    colours = plt.get_cmap("tab10")
+    for ax, metric in zip(axes.ravel(), metrics):
+        sub = long[long["metric"] == metric]
+        for j, dataset in enumerate(datasets):
+            for i, model in enumerate(models):
+                values = sub.loc[(sub["dataset"] == dataset) & (sub["model"] == model), "value"].dropna()
+                if values.empty:
+                    continue
+                x = i + (j - (len(datasets) - 1) / 2) * width
+                ax.scatter(np.full(len(values), x), values, s=9, alpha=0.45, color=colours(j % 10), linewidths=0)
+                ax.errorbar(x, values.mean(), yerr=values.std() if len(values) > 1 else None, fmt="o", ms=4,
+                            color=colours(j % 10), capsize=2, label=dataset if i == 0 else None)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xticks(range(len(models)), models, rotation=40, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(models) - 0.4)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(datasets), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def header(args: argparse.Namespace, models: list[str]) -> str:
+    """The printed description of the run: settings, what the mode changes, versions and date."""
+    import torch
+
+    import geovae
+    from geovae.options import TrainingConfig
+
+    cfg = TrainingConfig()
+    epochs = args.max_epochs or cfg.max_epochs
+    lines = [f"# bench_realdata ({args.mode}), {dt.datetime.now().isoformat(timespec='seconds')}",
+             f"geovae {geovae.__version__}, torch {torch.__version__}, {args.threads} thread(s), device "
+             f"{args.device or cfg.device}",
+             f"datasets {args.datasets}; models {models}; seeds {args.seeds}",
+             f"training: pipeline defaults (max_epochs {epochs}, early_stopping {cfg.early_stopping}, patience "
+             f"{cfg.patience}, lr {cfg.lr}, batch {cfg.batch_size}); preprocessing: preprocess_rna defaults",
+             f"cells per dataset: {args.max_cells or 'all'}; data dir {args.data_dir}; out {args.out}"]
+    if args.mode != "full":
+        lines.append(f"MODE {args.mode}: " + (QUICK_HELP if args.mode == "quick" else
+                                              "smoke test only, the numbers mean nothing"))
+    return "\n".join(lines)
+
+
+def run_all(args: argparse.Namespace, models: dict[str, tuple[str, dict[str, Any]]], long_path: Path) -> pd.DataFrame:
+    """Every (dataset, model, seed) run not already in the long table; the table is rewritten after each run.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The long table (``dataset, model, seed, metric, value, category``).
+    """
+    columns = ["dataset", "model", "seed", "metric", "value", "category"]
+    long = pd.read_csv(long_path, sep="\t") if args.resume and long_path.exists() else pd.DataFrame(columns=columns)
+    done = set(zip(long["dataset"], long["model"], long["seed"].astype(int)))
+    train = {"progress_bar": False, **({"max_epochs": args.max_epochs} if args.max_epochs else {}),
+             **({"device": args.device} if args.device else {})}
+    for dataset in args.datasets:
+        todo = [(m, s) for m in models for s in args.seeds if (dataset, m, s) not in done]
+        data = load_dataset(dataset, args.data_dir, args.max_cells) if todo else None
+        if data is None:
+            continue
+        reference = expression_reference(data, args.threads)
+        for name, seed in todo:
+            model, params = models[name]
+            start = time.perf_counter()
+            table = run_one(data, model, params, seed, train, reference, args.threads)
+            table.insert(0, "seed", seed)
+            table.insert(0, "model", name)
+            table.insert(0, "dataset", dataset)
+            long = pd.concat([long, table[columns]], ignore_index=True) if len(long) else table[columns]
+            long.to_csv(long_path, sep="\t", index=False, float_format="%.6g")
+            get = table.set_index("metric")["value"]
+            print(f"{dataset}\t{name}\tseed {seed}\tNMI {get['NMI']:.3f}\tARI {get['ARI']:.3f}\tDC_umap "
+                  f"{get['DC_umap']:.3f}\tepochs {get['n_epochs']:.0f}\ttrain {get['train_seconds']:.1f} s\t"
+                  f"total {time.perf_counter() - start:.1f} s", flush=True)
+    return long
+
+
+def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
+    """Write the summary, the paired tests, Table 1 and the rule; return the Markdown text printed."""
+    from geovae.metrics.statistics import comparison_markdown
+
+    summary = summarise(long)
+    summary.to_csv(out / "realdata_summary.tsv", sep="\t", index=False, float_format="%.6g")
+    paired = paired_tests(long)
+    paired.to_csv(out / "realdata_paired.tsv", sep="\t", index=False, float_format="%.6g")
+    table1 = table1_directions(long)
+    table1.to_csv(out / "realdata_table1.tsv", sep="\t", index=False, float_format="%.6g")
+    rule, decision = lorentz_rule(long)
+    rule.to_csv(out / "realdata_lorentz_rule.tsv", sep="\t", index=False, float_format="%.6g")
+    plot_summary(long, HEADLINE, models, out / "realdata.png")
+    n_units = long.groupby(["dataset", "seed"]).ngroups
+    heading = [m for m in HEADLINE if m in set(long["metric"])]
+    paired_text = (comparison_markdown(paired[paired["metric"].isin(heading)]) if not paired.empty
+                   else "No paired comparison: livae and at least one other model are needed.\n")
+    return "\n".join([
+        "## Metrics", "", markdown_tables(summary, HEADLINE, models),
+        f"## Paired tests, {REFERENCE} - comparator, over {n_units} (dataset, seed) units", "", paired_text,
+        "## The paper's Table 1 directions: livae > vae (two-model paired tests)", "",
+        table1.to_markdown(index=False, floatfmt=".4g"), "",
+        "## Lorentz distance rule (issue #23): livae_unsquared - livae", "",
+        rule.to_markdown(index=False, floatfmt=".4g") if not rule.empty else "", "", decision, ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 on success, 1 when no dataset could be run."""
+    args = parse_args(argv)
+    import torch
+
+    # umap-learn says it runs single-threaded under a fixed random_state (the pipeline's choice) once per run
+    warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+    torch.set_num_threads(args.threads)
+    models = resolve_models(args.models)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = header(args, list(models))
+    print(text, flush=True)
+    started = time.perf_counter()
+    long = run_all(args, models, args.out / "realdata_long.tsv")
+    if long.empty:
+        print("no run finished: every dataset was skipped")
+        return 1
+    long = long[long["model"].isin(list(models)) & long["dataset"].isin(args.datasets) & long["seed"].isin(args.seeds)]
+    body = report(long, list(models), args.out)
+    footer = f"wall time {time.perf_counter() - started:.0f} s; outputs in {args.out}"
+    print(body + "\n" + footer)
+    (args.out / "realdata_report.md").write_text(text + "\n\n" + body + "\n" + footer + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""benchmarks/bench_realdata.py: its smoke mode end to end on pbmc68k, and its statistics on a made-up table.
+
+The end-to-end run needs no ``../shared`` (pbmc68k is built in); it trains LiVAE and VAE for two epochs
+in a subprocess (~40 s, most of it numba compiling UMAP).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_realdata.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_realdata", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_realdata"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_mode_writes_every_output(tmp_path):
+    out = tmp_path / "realdata"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--out", str(out),
+                           "--data-dir", str(tmp_path / "no_shared")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "MODE smoke" in done.stdout and "Table 1" in done.stdout
+
+    long = pd.read_csv(out / "realdata_long.tsv", sep="\t")
+    assert list(long.columns) == ["dataset", "model", "seed", "metric", "value", "category"]
+    assert set(zip(long["dataset"], long["model"], long["seed"])) == {("pbmc68k", "livae", 0), ("pbmc68k", "vae", 0)}
+    bench = _load()
+    for model, rows in long.groupby("model"):
+        values = rows.set_index("metric")["value"]
+        assert set(bench.HEADLINE) <= set(values.index), model
+        assert values[["NMI", "ARI", "DC_umap", "DC_latent", "noise_resilience"]].notna().all()
+        assert values["n_epochs"] == 2 and values["train_seconds"] > 0
+
+    summary = pd.read_csv(out / "realdata_summary.tsv", sep="\t")
+    assert list(summary.columns) == ["dataset", "model", "metric", "mean", "sd", "n"]
+    assert (summary["n"] == 1).all()
+    paired = pd.read_csv(out / "realdata_paired.tsv", sep="\t")
+    assert {"metric", "comparator", "mean_difference", "p_value", "note"} <= set(paired.columns)
+    assert set(paired["comparator"]) == {"vae"} and paired["note"].str.contains("not tested").all()
+    table1 = pd.read_csv(out / "realdata_table1.tsv", sep="\t")
+    assert list(table1["metric"]) == bench.TABLE1 and (table1["reproduces"] == "not tested").all()
+    assert (out / "realdata.png").stat().st_size > 10_000
+    assert "| livae |" in (out / "realdata_report.md").read_text()
+
+
+def _made_up(models: dict[str, float], datasets=("a", "b", "c"), seeds=(0, 1)) -> pd.DataFrame:
+    """Long table where each model's value is its offset plus per-unit noise shared by all models."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for dataset in datasets:
+        for seed in seeds:
+            base = rng.uniform(0.3, 0.6)
+            for model, offset in models.items():
+                for metric in ["NMI", "ARI", "DC_umap", "Q_global_umap", "noise_resilience", "DC_latent"]:
+                    rows.append((dataset, model, seed, metric, base + offset + rng.normal(0, 0.005), ""))
+    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "metric", "value", "category"])
+
+
+def test_paired_tests_pair_over_dataset_and_seed():
+    bench = _load()
+    long = _made_up({"livae": 0.1, "vae": 0.0, "livae_unsquared": 0.2})
+    paired = bench.paired_tests(long)
+    assert set(paired["comparator"]) == {"vae", "livae_unsquared"}
+    assert (paired["n_datasets"] == 6).all()  # 3 datasets x 2 seeds
+    assert "DC_latent" in set(paired["metric"])  # tested under its base name, named back
+    vae = paired[paired["comparator"] == "vae"].set_index("metric")
+    assert vae.loc["NMI", "mean_difference"] == pytest.approx(0.1, abs=0.01)
+
+    table1 = bench.table1_directions(long).set_index("metric")
+    assert list(table1.index) == bench.TABLE1
+    assert (table1["wins"] == 6).all() and (table1["n_units"] == 6).all()
+    assert table1["reproduces"].isin(["yes", "direction only (p >= 0.05)"]).all()
+
+    rule, decision = bench.lorentz_rule(long)
+    assert (rule["mean_difference"] > 0).all() and decision.startswith("rule")
+
+
+def test_verdict_and_missing_dataset(tmp_path, capsys):
+    bench = _load()
+    assert bench.verdict(0.1, 0.01) == "yes"
+    assert bench.verdict(0.1, 0.2) == "direction only (p >= 0.05)"
+    assert bench.verdict(-0.1, 0.01) == "no, reversed (p < 0.05)"
+    assert bench.verdict(0.1, np.nan, "not tested: 1 dataset(s)") == "not tested"
+    assert bench.load_dataset("human_kidney", tmp_path, None) is None
+    assert "[skip] human_kidney" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--datasets", "kidney"])
+    args = bench.parse_args(["--quick", "--seeds", "3"])
+    assert args.seeds == [3] and args.max_epochs == bench.QUICK["max_epochs"] and "sivae" not in args.models
