@@ -18,7 +18,7 @@ from geovae.models import get_model  # noqa: E402
 from geovae.models.sivae import (CENTRALITY_FILE, LOADINGS_FILE, SiVAE, feature_input_cells,  # noqa: E402
                                  read_loadings)
 from geovae.modules.sivae import PHASE_TERMS, SiVAEModule  # noqa: E402
-from geovae.pp import preprocess_rna  # noqa: E402
+from geovae.preprocessing import preprocess_rna  # noqa: E402
 from geovae.tl import fit_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -253,3 +253,27 @@ def test_interpret_hook_on_saved_model(tiny, tmp_path):
     assert plain.loading_genes.empty and "hub_genes" not in plain.components.columns
     with pytest.raises(ValueError, match="components"):
         interpret_run(adata, gmt=None, n_top=5, gsea_permutations=0, loadings=loadings.iloc[:, :2])
+
+
+def test_kl_warmup_schedule_and_early_stopping_after_it(tiny):
+    """kl_warmup_epochs: the KL weight rises linearly in the cell and joint phases, and the trainer
+    neither keeps weights from nor counts patience during the warm-up (stable_from_epoch)."""
+    from geovae.modules.sivae import SiVAEModule
+
+    module = SiVAEModule(20, 8, latent_dim=2, hidden_dims=(16, 8), kl_warmup_epochs=4)
+    scales = []
+    for epoch in (1, 2, 4, 9):
+        module.on_epoch_start(epoch, 10)
+        scales.append(module.kl_scale)
+    assert scales == [0.25, 0.5, 1.0, 1.0] and module.stable_from_epoch == 5
+    module.set_phase("feature")
+    module.on_epoch_start(1, 10)
+    assert module.kl_scale == 1.0 and module.stable_from_epoch == 1
+    with pytest.raises(ValueError, match="kl_warmup_epochs"):
+        SiVAEModule(20, 8, kl_warmup_epochs=-1)
+
+    model = SiVAE(tiny.copy(), **TINY, kl_warmup_epochs=6)
+    model.train(max_epochs=8, patience=1, seed=0, progress_bar=False, device="cpu")
+    for phase, meta in model.metadata["phases"].items():
+        if phase in ("cell", "joint"):  # no best epoch and no stop inside the warm-up
+            assert meta["best_epoch"] >= 7 and meta["n_epochs"] >= 7, (phase, meta)

@@ -109,6 +109,12 @@ class SiVAEModule(nn.Module):
         Weight of the interpretability term, eq. 13 (default 0.05, the paper).
     beta_kl
         Weight of the KL terms (default 1).
+    kl_warmup_epochs
+        Epochs over which the KL weight rises linearly from ``beta_kl / kl_warmup_epochs`` to
+        ``beta_kl`` in the cell-wise and joint phases (0: none). Early stopping starts after the
+        warm-up (``stable_from_epoch``). A warm-up keeps the cell posterior from collapsing onto
+        the prior before the decoder has learnt to use it (Bowman et al. 2016, "Generating
+        sentences from a continuous space", CoNLL, doi:10.18653/v1/K16-1002).
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class SiVAEModule(nn.Module):
         likelihood: str = "gaussian",
         gamma: float = 0.05,
         beta_kl: float = 1.0,
+        kl_warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         if likelihood not in SIVAE_LIKELIHOODS:
@@ -131,13 +138,16 @@ class SiVAEModule(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not hidden:
             raise ValueError("hidden_dims must name at least one hidden layer")
-        if gamma < 0 or beta_kl < 0:
-            raise ValueError(f"gamma and beta_kl must be >= 0, got gamma={gamma}, beta_kl={beta_kl}")
+        if gamma < 0 or beta_kl < 0 or kl_warmup_epochs < 0:
+            raise ValueError(f"gamma, beta_kl and kl_warmup_epochs must be >= 0, got gamma={gamma}, "
+                             f"beta_kl={beta_kl}, kl_warmup_epochs={kl_warmup_epochs}")
         self.n_input = int(n_input)
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
         self.gamma = float(gamma)
         self.beta_kl = float(beta_kl)
+        self.kl_warmup_epochs = int(kl_warmup_epochs)
+        self.kl_scale = 1.0  # share of beta_kl in the current epoch (on_epoch_start)
         self.phase = "joint"
         self.n_cells = 1
         width = hidden[0]  # size of z_{c,L} and v_{f,L}: the decoders end where the encoders start
@@ -174,6 +184,16 @@ class SiVAEModule(nn.Module):
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r} is not one of {PHASES}")
         self.phase = phase
+
+    @property
+    def stable_from_epoch(self) -> int:
+        """First epoch with the final KL weight (the trainer early-stops from there on)."""
+        return self.kl_warmup_epochs + 1 if self.phase in ("cell", "joint") else 1
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        """KL warm-up: weight ``beta_kl * min(1, epoch / kl_warmup_epochs)`` in epoch ``epoch`` (1-based)."""
+        warm = self.kl_warmup_epochs > 0 and self.phase in ("cell", "joint")
+        self.kl_scale = min(1.0, epoch / self.kl_warmup_epochs) if warm else 1.0
 
     def set_dataset_size(self, n: int) -> None:
         """Number of training cells: the feature KL (a sum over all features) is divided by it so
@@ -263,14 +283,14 @@ class SiVAEModule(nn.Module):
         kl_z = _kl_normal(mu, logvar).mean()
         if self.phase == "cell":
             recon = self._recon(batch, self.decode(z1, self.free_weights, batch.get("library")))
-            return {"recon": recon, "kl_z": kl_z, "total": recon + self.beta_kl * kl_z}
+            return {"recon": recon, "kl_z": kl_z, "total": recon + self.beta_kl * self.kl_scale * kl_z}
 
         v_mu, v_logvar = self.encode_features()
         v1 = self.sample(v_mu, v_logvar)
         recon = self._recon(batch, self.decode(z1, self.output_weights(v1), batch.get("library")))
         kl_v = _kl_normal(v_mu, v_logvar).sum()
         interp = self.interpretability(x, z1, v1)
-        total = recon + self.beta_kl * (kl_z + kl_v / self.n_cells) + self.gamma * interp
+        total = recon + self.beta_kl * self.kl_scale * (kl_z + kl_v / self.n_cells) + self.gamma * interp
         return {"recon": recon, "kl_z": kl_z, "kl_v": kl_v, "interp": interp, "total": total}
 
     # -------------------------------------------------------------- inference

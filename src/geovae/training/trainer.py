@@ -477,7 +477,15 @@ def _restart_after_divergence(loop: _LoopState, last_good: dict[str, Any], epoch
 
 
 def _early_stopping(st: dict[str, Any], module: nn.Module, cfg: TrainingConfig, epoch: int, monitored: float) -> None:
-    """Track the best monitored loss (and weights); mark the run done on patience or the epoch cap."""
+    """Track the best monitored loss (and weights); mark the run done on patience or the epoch cap.
+
+    A module whose objective still changes in early epochs (a KL warm-up) names the first epoch of
+    its final objective in ``stable_from_epoch``; earlier epochs are neither best nor counted
+    against ``patience``, so early stopping never returns weights from a different objective.
+    """
+    if epoch < int(getattr(module, "stable_from_epoch", 1)):
+        st["done"] = epoch >= cfg.max_epochs
+        return
     if monitored < st["best_loss"] - cfg.min_delta:
         st["best_loss"], st["best_epoch"], st["bad_epochs"] = monitored, epoch, 0
         if cfg.early_stopping:
