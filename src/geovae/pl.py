@@ -65,18 +65,37 @@ def embedding(adata: Any, basis: str = "umap", color: str | Sequence[str] | None
 
 
 def umap(adata: Any, color: str | Sequence[str] | None = None, path: str | Path | None = None, title: str = "") -> Any:
-    """:func:`embedding` of ``obsm["X_umap"]``."""
+    """:func:`embedding` of ``obsm["X_umap"]``.
+
+    Parameters
+    ----------
+    adata, color, path, title
+        As in :func:`embedding`.
+    """
     return embedding(adata, "umap", color, path, title)
 
 
 def tsne(adata: Any, color: str | Sequence[str] | None = None, path: str | Path | None = None, title: str = "") -> Any:
-    """:func:`embedding` of ``obsm["X_tsne"]``."""
+    """:func:`embedding` of ``obsm["X_tsne"]``.
+
+    Parameters
+    ----------
+    adata, color, path, title
+        As in :func:`embedding`.
+    """
     return embedding(adata, "tsne", color, path, title)
 
 
 def loss(model: Any, path: str | Path | None = None, title: str = "") -> Any:
     """Training and validation loss terms per epoch of a trained model (its ``history``), with the
     early-stopping epoch (``metadata["best_epoch"]``) marked.
+
+    Parameters
+    ----------
+    model
+        A trained model of the zoo.
+    path, title
+        Where to save the figure; its title.
 
     Returns
     -------
@@ -89,7 +108,19 @@ def loss(model: Any, path: str | Path | None = None, title: str = "") -> Any:
 def components(adata: Any, top_n: int = 5, include_negative: bool = True, path: str | Path | None = None) -> Any:
     """Heatmap of each component's top genes (both tails by default), from the component
     annotation stored by :func:`geovae.interpretation.annotate_components`
-    (``varm["component_correlation"]``)."""
+    (``varm["component_correlation"]``).
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``varm["component_correlation"]``.
+    top_n
+        Genes taken per component and tail.
+    include_negative
+        Also the most negatively correlated genes.
+    path
+        Where to save the figure.
+    """
     from geovae.plotting.enrichment import component_heatmap as heatmap
 
     if "component_correlation" not in adata.varm:
@@ -100,7 +131,17 @@ def components(adata: Any, top_n: int = 5, include_negative: bool = True, path: 
 
 
 def component_correlation(adata: Any, use_rep: str = "X_latent", path: str | Path | None = None) -> Any:
-    """Pearson correlations between the components of ``obsm[use_rep]`` (zero in white)."""
+    """Pearson correlations between the components of ``obsm[use_rep]`` (zero in white).
+
+    Parameters
+    ----------
+    adata
+        AnnData with the latent.
+    use_rep
+        ``obsm`` key of the latent.
+    path
+        Where to save the figure.
+    """
     from geovae.plotting.enrichment import component_correlation_heatmap
 
     latent = _obsm(adata, use_rep)
@@ -109,7 +150,19 @@ def component_correlation(adata: Any, use_rep: str = "X_latent", path: str | Pat
 
 
 def group_components(adata: Any, groupby: str, use_rep: str = "X_latent", path: str | Path | None = None) -> Any:
-    """Mean activation of every component of ``obsm[use_rep]`` per group of ``obs[groupby]``."""
+    """Mean activation of every component of ``obsm[use_rep]`` per group of ``obs[groupby]``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the latent.
+    groupby
+        ``obs`` column of the groups (cell type, cluster).
+    use_rep
+        ``obsm`` key of the latent.
+    path
+        Where to save the figure.
+    """
     from geovae.plotting.enrichment import group_component_heatmap
 
     latent = _obsm(adata, use_rep)
@@ -118,7 +171,19 @@ def group_components(adata: Any, groupby: str, use_rep: str = "X_latent", path: 
 
 
 def markers(adata: Any, genes: Sequence[str], groupby: str, path: str | Path | None = None) -> None:
-    """scanpy's dot plot of ``genes`` by ``obs[groupby]`` (fraction expressing, mean expression)."""
+    """scanpy's dot plot of ``genes`` by ``obs[groupby]`` (fraction expressing, mean expression).
+
+    Parameters
+    ----------
+    adata
+        AnnData with expression in ``X``.
+    genes
+        Genes to show.
+    groupby
+        ``obs`` column of the groups.
+    path
+        Where to save the figure.
+    """
     from geovae.plotting.enrichment import marker_dotplot
 
     marker_dotplot(adata, list(genes), groupby, path=path)

@@ -13,6 +13,7 @@ a new object and never change their input, except those documented as in place.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 import pandas as pd
@@ -51,10 +52,18 @@ def _verb(func: Callable[..., Any]) -> Callable[..., AnnData | None]:
             _replace_contents(adata, result)
         return None
 
-    verb.__doc__ = (f"{func.__name__} of :mod:`geovae.preprocessing`, scanpy style: changes ``adata`` in place "
-                    "and returns ``None``; ``copy=True`` returns the result and leaves ``adata`` unchanged.\n\n"
-                    + (func.__doc__ or ""))
+    verb.__doc__ = _verb_doc(func)
     return verb
+
+
+def _verb_doc(func: Callable[..., Any]) -> str:
+    """The wrapped function's docstring, with the scanpy-style calling convention and ``copy``."""
+    doc = inspect.cleandoc(func.__doc__ or "")
+    copy_entry = ("copy\n    ``False`` (default): change ``adata`` in place and return ``None``; ``True``: "
+                  "return the result and leave ``adata`` unchanged.\n")
+    marker = "\nReturns\n-------"
+    doc = doc.replace(marker, "\n" + copy_entry + marker, 1) if marker in doc else doc + "\n" + copy_entry
+    return (f":func:`geovae.preprocessing.{func.__name__}` with scanpy's calling convention.\n\n" + doc)
 
 
 qc_rna = _verb(_pre.qc_rna)
