@@ -1,14 +1,17 @@
-"""Logic of the benchmark scripts that is not timing: failed-job parsing, the zoo table."""
+"""Logic of the benchmark scripts that is not timing: failed-job parsing, the zoo table, and the drivers
+end to end at tiny sizes (throughput on pbmc68k, the pipeline scale benchmark on SIMULATED data)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +90,51 @@ def test_bench_throughput_runs_geovae_variants_on_pbmc68k(tmp_path, capsys):
     assert "[fail]" not in out and not (tmp_path / "sim_2000x2000.h5ad").exists()
     with pytest.raises(SystemExit):
         bench.main(["--datasets", "pbmc", "--workdir", str(tmp_path)])
+
+
+@pytest.mark.integration
+def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes(tmp_path, capsys):
+    # the scale driver end to end at two tiny sizes: SIMULATED data, the real workflow, the table and TSV
+    bench = _load("bench_pipeline_scale")
+    rows = bench.main(["--sizes", "300", "600", "--genes", "600", "--max-epochs", "2", "--work", str(tmp_path)])
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "pipeline_scale.tsv", sep="\t")
+    assert list(table.columns) == list(bench.TSV_COLUMNS) and len(table) == len(rows)
+    assert set(table["n_cells"]) == {300, 600}
+    rules = set(table["rule"])
+    for rule in ("acquire", "preprocess", "train", "embed", "metrics", "interpret", "total", "elapsed",
+                 "build (driver)"):
+        assert rule in rules, rule
+        assert rule in out
+        second = table[(table["rule"] == rule) & (table["n_cells"] == 600)].iloc[0]
+        assert second["seconds"] > 0 and math.isfinite(second["exponent"]), (rule, second.to_dict())
+    stages = table[table["rule"].isin(["acquire", "preprocess", "train", "embed", "metrics", "interpret"])]
+    assert (stages["max_rss_mib"] > 0).all() and stages[stages["n_cells"] == 300]["exponent"].isna().all()
+    assert "| rule |" in out and "exp 300->600" in out
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run_n300").exists()  # no --keep: cleaned up
+    assert any((tmp_path / "cache" / "numba").rglob("*.nbi"))  # the sizes shared one numba cache
+
+
+def test_bench_pipeline_scale_exponent_and_inputs(tmp_path):
+    bench = _load("bench_pipeline_scale")
+    assert bench.growth_exponent(1000, 2.0, 10000, 20.0) == pytest.approx(1.0)
+    assert bench.growth_exponent(1000, 2.0, 10000, 200.0) == pytest.approx(2.0)
+    assert math.isnan(bench.growth_exponent(1000, 0.0, 10000, 2.0))
+    config = bench.write_inputs(tmp_path, tmp_path / "x.h5ad", 500, max_epochs=3)
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["models"] == ["livae"] and cfg["seeds"] == [0] and cfg["train"] == {"max_epochs": 3}
+    sheet = pd.read_csv(cfg["datasets"], sep="\t")
+    assert sheet.loc[0, "dataset"] == "simulated_n500" and sheet.loc[0, "source"] == "local"
+    assert sheet.loc[0, "description"].startswith("SIMULATED")
+    with pytest.raises(SystemExit):
+        bench.main(["--genes", "10", "--work", str(tmp_path)])
+    build = {"seconds": 1.0, "peak_rss_mib": 100.0}
+    per_size = {1000: bench.with_totals({"embed": {"jobs": 1, "seconds": 10.0, "max_rss_mib": 500.0}}, 12.0, build),
+                10000: bench.with_totals({"embed": {"jobs": 1, "seconds": 100.0, "max_rss_mib": 900.0}}, 110.0, build)}
+    rows = bench.long_table(per_size)
+    assert [r["rule"] for r in rows] == ["embed", "embed", "total", "total", "elapsed", "elapsed",
+                                         "build (driver)", "build (driver)"]
+    assert math.isnan(rows[0]["exponent"]) and rows[1]["exponent"] == pytest.approx(1.0)
+    assert "| embed | 10.0 | 500 | 100.0 | 900 | 1.00 |" in bench.markdown_table(rows)
+    bench.write_tsv(rows, tmp_path / "t.tsv")
+    assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["exponent"].iloc[1] == pytest.approx(1.0)
