@@ -2,6 +2,7 @@
 X_umap, X_tsne, provenance) and figures."""
 
 import json
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -10,6 +11,7 @@ import pandas as pd
 
 from geovae.embedding import embed_2d
 from geovae.metrics.clustering import leiden_clusters
+from geovae.neighbors import DEFAULT_N_NEIGHBORS, store_neighbors
 from geovae.pl import embedding_scatter
 from geovae.plotting.embedding import overview_panels
 from geovae.run_folder import read_latent, scanpy_ready
@@ -23,13 +25,20 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     result = read_latent(snakemake.input.latent, cells=obs.index)
     training = json.loads(Path(snakemake.input.train_info).read_text()).get("training", {})
     settings = params.settings
-    coords, seconds = embed_2d(result.obsm["X_latent"], n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
-                               perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads)
+    # one neighbour search serves UMAP, t-SNE, Leiden and the file's scanpy graph
+    coords, seconds, neighbors = embed_2d(
+        result.obsm["X_latent"], n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
+        perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads,
+        tsne_method=settings["tsne_method"], neighbors_method=settings["neighbors_method"],
+        extra_neighbors=DEFAULT_N_NEIGHBORS)
     result.obs = obs
     result.obsm.update(coords)
     # Leiden clusters of the latent (scanpy's default graph and resolution), for the overview figure and users
-    clusters = leiden_clusters(result.obsm["X_latent"], seed=params.seed)
+    start = time.perf_counter()
+    clusters = leiden_clusters(result.obsm["X_latent"], n_neighbors=DEFAULT_N_NEIGHBORS, seed=params.seed, neighbors=neighbors)
+    seconds["leiden"] = time.perf_counter() - start
     result.obs["leiden"] = pd.Categorical(clusters.astype(str), categories=[str(c) for c in np.unique(clusters)])
+    store_neighbors(result, neighbors, DEFAULT_N_NEIGHBORS, use_rep=f"X_{wc.model}", seed=params.seed)
     if "program_usage" in data.obsm:  # simulated ground truth, used by the program-recovery metrics
         result.obsm["program_usage"] = data.obsm["program_usage"]
     info = run_info(dataset=wc.dataset, model=wc.model, seed=params.seed, seconds=seconds, settings=dict(settings))

@@ -105,7 +105,7 @@ def quiet_import(name: str):
 
 @pytest.mark.parametrize("k", [15, 30])
 def test_knn_graph_matches_scanpy_neighbors(latent: np.ndarray, k: int) -> None:
-    """Leiden's graph (``metrics._graph.knn`` + ``umap_connectivities``) = ``sc.pp.neighbors``.
+    """Leiden's graph (``neighbors.knn`` + ``umap_connectivities``) = ``sc.pp.neighbors``.
 
     Same ``n_neighbors`` (the cell itself counted, as in scanpy), Euclidean metric, exact search
     (scanpy uses a brute-force ``KNeighborsTransformer`` below 4096 cells), UMAP connectivities.
@@ -114,7 +114,7 @@ def test_knn_graph_matches_scanpy_neighbors(latent: np.ndarray, k: int) -> None:
     geovae keeps float64. Given the same float32-rounded distances, geovae agrees within 1e-6
     (measured 1.1e-7), which shows that the rounding is the whole difference.
     """
-    from geovae.metrics._graph import knn, umap_connectivities
+    from geovae.neighbors import knn, umap_connectivities
 
     dist, idx = knn(latent, k)
     ours = umap_connectivities(dist, idx)
@@ -172,6 +172,55 @@ def test_leiden_reaches_scanpy_leiden_modularity(latent: np.ndarray) -> None:
     report("Leiden modularity", abs(q_ours - q_ref), 0.01)
     assert q_ref > 0.5  # a real community structure, so the comparison means something
     assert abs(q_ours - q_ref) <= 0.01
+
+
+def test_tsne_affinities_match_opentsne_exact_search(latent: np.ndarray) -> None:
+    """t-SNE's affinities from the embed rule's shared neighbours = openTSNE's from its own exact search.
+
+    openTSNE's ``PerplexityBasedNN(method="exact")`` searches the ``3 * perplexity`` neighbours with a
+    ball tree; geovae passes the same neighbours from its one shared search. The affinity matrices
+    must have the same edges and agree within 1e-12 (measured 0: the same neighbours and distances).
+    """
+    from openTSNE.affinity import PerplexityBasedNN
+
+    from geovae.embedding import tsne_affinities
+
+    ours = tsne_affinities(latent, 30.0).P.tocsr()
+    theirs = PerplexityBasedNN(latent, perplexity=30.0, method="exact", random_state=0).P.tocsr()
+    assert ((ours != 0) != (theirs != 0)).nnz == 0, "the affinity graphs have different edges"
+    diff = float(abs(ours - theirs).max())
+    report("t-SNE affinities (perplexity 30)", diff, 1e-12)
+    assert diff <= 1e-12
+
+
+def test_umap_layout_keeps_umap_learn_quality(latent: np.ndarray) -> None:
+    """The embed rule's UMAP (scanpy's graph + umap-learn's optimiser) = umap-learn's ``UMAP`` class, in quality.
+
+    The layouts are not bitwise equal: umap-learn's graph comes from float32 distance arithmetic
+    (see the kNN test) and the stochastic optimisation amplifies any difference. So the test
+    compares what the metrics report, over eight seeds: the mean distance correlation and Q_global
+    of the map to the latent within 0.12 and 0.03, Q_local within 0.02 (one seed's distance
+    correlation moves by ~0.1). A float64 graph, for
+    one, fails it: umap-learn's spectral initialisation then picks other eigenvectors and the mean
+    distance correlation drops by ~0.2 (measured on pbmc68k: 0.43 vs 0.64).
+    """
+    import umap
+
+    from geovae.embedding import umap_2d
+    from geovae.metrics.fidelity import LatentNeighbourhood, embedding_fidelity
+
+    reference = LatentNeighbourhood(latent.astype(np.float64))
+    scores: dict[str, list[dict[str, float]]] = {"geovae": [], "umap-learn": []}
+    for seed in range(8):
+        maps = {"geovae": umap_2d(latent, n_neighbors=15, min_dist=0.5, seed=seed),
+                "umap-learn": umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=seed).fit_transform(
+                    latent.astype(np.float32))}
+        for name, xy in maps.items():
+            scores[name].append(embedding_fidelity(None, np.asarray(xy, dtype=np.float64), latent=reference))
+    for metric, tol in (("DC", 0.12), ("Q_global", 0.03), ("Q_local", 0.02)):
+        ours, theirs = (float(np.mean([row[metric] for row in scores[name]])) for name in ("geovae", "umap-learn"))
+        report(f"UMAP mean {metric} over 8 seeds (geovae {ours:.3f}, umap-learn {theirs:.3f})", abs(ours - theirs), tol)
+        assert abs(ours - theirs) <= tol, (metric, ours, theirs)
 
 
 # ------------------------------------------------------------------------ 2. TF-IDF and LSI

@@ -35,7 +35,7 @@ from geovae.metrics import (
     rank_matrix,
     subsample_indices,
 )
-from geovae.metrics._graph import knn, umap_connectivities
+from geovae.neighbors import knn, umap_connectivities
 from geovae.metrics._ranking import argsort_rows_self_first, argsort_with_ties, average_ranks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

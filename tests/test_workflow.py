@@ -122,8 +122,15 @@ def test_embedding_is_scanpy_ready(tiny_run: Path, tmp_path: Path) -> None:
     sc.settings.figdir = tmp_path
     sc.pl.umap(emb, color=[gene, "bulk_labels", "leiden"], show=False, save="_check.png")
     assert (tmp_path / "umap_check.png").stat().st_size > 0
+    # the embed rule's shared graph is stored where scanpy stores its own, and is the same graph
+    assert emb.uns["neighbors"]["params"]["use_rep"] == "X_livae"
+    stored = emb.obsp["connectivities"].copy()
+    sc.tl.leiden(emb, flavor="igraph", n_iterations=2, key_added="leiden_scanpy")  # uses the stored graph as is
+    assert emb.obs["leiden_scanpy"].nunique() > 1
     sc.pp.neighbors(emb, use_rep="X_livae")
     assert emb.obsp["connectivities"].shape == (emb.n_obs, emb.n_obs)
+    assert ((stored != 0) != (emb.obsp["connectivities"] != 0)).nnz == 0
+    assert abs(stored - emb.obsp["connectivities"]).max() < 1e-5  # umap-learn rounds distances to float32
 
 
 def test_geo_dataset_keeps_sample_metadata(tiny_run: Path) -> None:

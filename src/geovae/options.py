@@ -315,6 +315,12 @@ class EmbedOptions:
     umap_n_neighbors: int = opt(15, "UMAP neighbourhood size (umap-learn default)", type="integer", minimum=2)
     umap_min_dist: float = opt(0.5, "UMAP minimum distance (as scanpy.tl.umap)", type="number", minimum=0)
     tsne_perplexity: float = opt(30.0, "t-SNE perplexity (openTSNE)", type="number", exclusiveMinimum=0)
+    tsne_method: str = opt("auto", "t-SNE gradients: Barnes-Hut below 10,000 cells and FFT interpolation from "
+                           "there (auto, openTSNE's rule), or bh / fft always", type="string",
+                           enum=["auto", "bh", "fft"])
+    neighbors_method: str = opt("auto", "search of the kNN graph shared by UMAP, t-SNE and Leiden: exact up to "
+                                "50,000 cells and pynndescent above (auto), or exact / nndescent always",
+                                type="string", enum=["auto", "exact", "nndescent"])
 
 
 @dataclass(frozen=True)

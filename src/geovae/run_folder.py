@@ -186,7 +186,8 @@ def scanpy_ready(result: ad.AnnData, preprocessed: str | Path, model: str) -> ad
     out = ad.AnnData(X=X[:, columns] if not np.array_equal(columns, np.arange(var.shape[0])) else X,
                      obs=obs.join(result.obs.drop(columns=obs.columns.intersection(result.obs.columns))),
                      var=var.iloc[columns].join(result.var.drop(columns=var.columns.intersection(result.var.columns))),
-                     obsm=dict(result.obsm), varm=dict(result.varm), uns=dict(result.uns))
+                     obsm=dict(result.obsm), varm=dict(result.varm), obsp=dict(result.obsp),
+                     uns=dict(result.uns))
     out.obsm[f"X_{model}"] = out.obsm["X_latent"]
     out.uns["latent_key"] = f"X_{model}"
     return out

@@ -223,7 +223,7 @@ def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = EMBED.
     min_dist
         Minimum distance between embedded points (0.5, as ``scanpy.tl.umap``).
     seed
-        Random state (a fixed seed makes umap-learn single-threaded and reproducible).
+        Random state (the optimisation is single-threaded and reproducible).
     key_added
         ``obsm`` key of the result.
     """
@@ -231,7 +231,7 @@ def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = EMBED.
 
 
 def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = EMBED.tsne_perplexity, seed: int = 0,
-         n_jobs: int = 1, key_added: str = "X_tsne") -> None:
+         n_jobs: int = 1, key_added: str = "X_tsne", method: str = EMBED.tsne_method) -> None:
     """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`).
 
     Parameters
@@ -248,8 +248,10 @@ def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = EMBED
         Threads.
     key_added
         ``obsm`` key of the result.
+    method
+        Gradient method: ``"auto"`` (Barnes-Hut below 10,000 cells, FFT above), ``"bh"`` or ``"fft"``.
     """
-    adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs)
+    adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs, method=method)
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
     silhouette_score,
 )
+
+if TYPE_CHECKING:
+    from geovae.neighbors import Neighbors
 
 log = logging.getLogger("geovae.metrics")
 
@@ -157,7 +160,7 @@ def leiden_metrics(
 
     The graph is scanpy's default neighbour graph (exact ``n_neighbors`` neighbours, self
     included, UMAP fuzzy-set connectivities; computed in numpy by
-    :func:`geovae.metrics._graph.umap_connectivities`). Each resolution is clustered by
+    :func:`geovae.neighbors.umap_connectivities`). Each resolution is clustered by
     igraph's Leiden (modularity objective with resolution, connectivities as weights,
     iterated to convergence, igraph's RNG seeded with ``seed``); the resolution with the best
     NMI is kept.
@@ -206,13 +209,14 @@ def leiden_metrics(
     return best
 
 
-def _leiden_graph(Z: np.ndarray, n_neighbors: int) -> tuple[Any, list[float]]:
-    """scanpy's default neighbour graph of ``Z`` as an igraph graph and its edge weights."""
+def _leiden_graph(Z: np.ndarray, n_neighbors: int, neighbors: Neighbors | None = None) -> tuple[Any, list[float]]:
+    """scanpy's default neighbour graph of ``Z`` (or of given neighbours) as an igraph graph and its edge weights."""
     import igraph as ig
 
-    from ._graph import knn, umap_connectivities
+    from geovae.neighbors import knn, umap_connectivities
 
-    upper = sp.triu(umap_connectivities(*knn(Z, n_neighbors)), k=1).tocoo()
+    first = neighbors.first(n_neighbors) if neighbors is not None else knn(Z, n_neighbors)
+    upper = sp.triu(umap_connectivities(*first), k=1).tocoo()
     graph = ig.Graph(n=Z.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
     return graph, upper.data.astype(np.float64).tolist()
 
@@ -230,7 +234,8 @@ def _leiden(graph: Any, weights: list[float], resolution: float, seed: int) -> n
         ig.set_random_number_generator(random)  # igraph's default: the random module
 
 
-def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0,
+                    neighbors: Neighbors | None = None) -> np.ndarray:
     """Leiden clusters of the kNN graph of ``Z`` at one resolution (the graph of :func:`leiden_metrics`).
 
     Parameters
@@ -243,6 +248,9 @@ def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 1
         Neighbours of the kNN graph (the cell itself included).
     seed
         Seed of Leiden.
+    neighbors
+        Precomputed neighbours of ``Z`` (at least ``n_neighbors`` per cell, e.g. the embed rule's
+        shared search); searched exactly when None.
 
     Returns
     -------
@@ -252,7 +260,7 @@ def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 1
     Z = _as_latent(Z)
     if Z.shape[0] <= n_neighbors:
         return np.zeros(Z.shape[0], dtype=int)
-    graph, weights = _leiden_graph(Z, n_neighbors)
+    graph, weights = _leiden_graph(Z, n_neighbors, neighbors)
     return _leiden(graph, weights, float(resolution), seed)
 
 

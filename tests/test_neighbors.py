@@ -1,0 +1,68 @@
+"""The kNN graph shared by UMAP, t-SNE and Leiden (``geovae.neighbors``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geovae.neighbors import Neighbors, latent_neighbors
+
+
+def clustered(n: int = 1500, d: int = 10, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(8, d))
+    return (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_exact_neighbours_put_each_cell_first_and_sort_by_distance() -> None:
+    Z = clustered(400)
+    Z[1] = Z[0]  # an exact duplicate: the cell itself must still come first
+    nb = latent_neighbors(Z, 20, method="exact")
+    assert nb.method == "exact" and nb.indices.shape == (400, 20)
+    np.testing.assert_array_equal(nb.indices[:, 0], np.arange(400))
+    assert np.all(nb.distances[:, 0] == 0) and np.all(np.diff(nb.distances, axis=1) >= -1e-12)
+    brute = np.linalg.norm(Z[:, None, :].astype(np.float64) - Z[None, :, :], axis=2)
+    np.testing.assert_allclose(np.sort(brute, axis=1)[:, :20], nb.distances, atol=1e-5)
+
+
+def test_nndescent_finds_the_exact_neighbours_and_auto_switches_on_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynndescent's approximate search (used above 50,000 cells) recalls >= 0.98 of the exact 30-NN here."""
+    import geovae.neighbors as N
+
+    Z = clustered(3000)
+    exact = latent_neighbors(Z, 30, method="exact")
+    approx = latent_neighbors(Z, 30, method="nndescent", seed=0)
+    np.testing.assert_array_equal(approx.indices[:, 0], np.arange(3000))
+    recall = np.mean([len(set(a[1:]) & set(b[1:])) / 29 for a, b in zip(exact.indices, approx.indices)])
+    assert recall >= 0.98, recall
+    assert latent_neighbors(Z, 5).method == "exact"
+    monkeypatch.setattr(N, "EXACT_MAX_CELLS", 1000)
+    assert latent_neighbors(Z, 5).method == "nndescent"
+    with pytest.raises(ValueError, match="neighbour search 'annoy'"):
+        latent_neighbors(Z, 5, method="annoy")
+
+
+def test_scanpy_matrices_of_a_graph() -> None:
+    nb = latent_neighbors(clustered(300), 40)
+    D = nb.distance_matrix(15)
+    assert np.all(np.diff(D.indptr) == 14) and D.diagonal().sum() == 0
+    C = nb.connectivities(15)
+    assert (C != C.T).nnz == 0 and C.diagonal().sum() == 0
+    with pytest.raises(ValueError, match="41 neighbours asked of a graph of 40"):
+        nb.first(41)
+
+
+def test_embeddings_and_leiden_accept_the_shared_graph() -> None:
+    """Passing the shared neighbours gives the same UMAP, t-SNE and Leiden as letting each search its own."""
+    from geovae.embedding import embed_2d, tsne_2d, umap_2d
+    from geovae.metrics.clustering import leiden_clusters
+
+    Z = clustered(500)
+    coords, seconds, shared = embed_2d(Z, seed=3, extra_neighbors=15)
+    assert isinstance(shared, Neighbors) and set(seconds) == {"neighbors", "umap", "tsne"}
+    np.testing.assert_array_equal(coords["X_umap"], umap_2d(Z, seed=3))
+    np.testing.assert_array_equal(coords["X_tsne"], tsne_2d(Z, seed=3))
+    np.testing.assert_array_equal(leiden_clusters(Z, seed=3, neighbors=shared), leiden_clusters(Z, seed=3))
+    assert len(np.unique(leiden_clusters(Z, seed=3))) >= 6  # the 8 simulated groups, roughly
+    with pytest.raises(ValueError, match="t-SNE method 'exact'"):
+        tsne_2d(Z, method="exact")
