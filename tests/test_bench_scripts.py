@@ -80,10 +80,11 @@ def test_bench_throughput_runs_geovae_variants_on_pbmc68k(tmp_path, capsys):
     # the driver end to end on the real pbmc68k counts: one epoch, LiVAE with oneDNN and with MKL products
     bench = _load("bench_throughput")
     bench.main(["--quick", "--epochs", "1", "--threads", "1", "--datasets", "pbmc68k",
-                "--tools", "geovae,geovae_blas", "--workdir", str(tmp_path)])
+                "--tools", "geovae,geovae_blas,geovae_api", "--workdir", str(tmp_path)])
     out = capsys.readouterr().out
     rows = json.loads((tmp_path / "throughput.json").read_text())
-    assert {(r["dataset"], r["tool"]) for r in rows} == {("pbmc68k", "geovae"), ("pbmc68k", "geovae_blas")}
+    assert {(r["dataset"], r["tool"]) for r in rows} == {("pbmc68k", "geovae"), ("pbmc68k", "geovae_blas"),
+                                                         ("pbmc68k", "geovae_api")}
     for row in rows:
         assert row["cells_per_s"] > 0 and 0.0 <= row["nmi_mean"] <= 1.0
         assert row["vs_scvi"] is None  # scVI was not asked for
@@ -138,3 +139,18 @@ def test_bench_pipeline_scale_exponent_and_inputs(tmp_path):
     assert "| embed | 10.0 | 500 | 100.0 | 900 | 1.00 |" in bench.markdown_table(rows)
     bench.write_tsv(rows, tmp_path / "t.tsv")
     assert pd.read_csv(tmp_path / "t.tsv", sep="\t")["exponent"].iloc[1] == pytest.approx(1.0)
+
+
+def test_bench_embedding_compares_the_previous_and_the_shared_graph_maps(tmp_path, capsys):
+    # the driver end to end on pbmc68k (one seed): three methods, each map scored against the latent
+    bench = _load("bench_embedding")
+    assert bench.main(["--datasets", "pbmc68k", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "embedding_pca.tsv", sep="\t")
+    assert list(table["method"]) == list(bench.METHODS)
+    for column in ("DC_umap", "Q_global_umap", "kNN_accuracy_umap", "DC_tsne", "Q_local_tsne", "kNN_accuracy_tsne"):
+        assert table[column].between(0, 1).all(), column
+    # the shared-graph UMAP does not depend on the t-SNE method; Barnes-Hut and FFT give other t-SNE maps
+    now, fft = table.iloc[1], table.iloc[2]
+    assert now["DC_umap"] == fft["DC_umap"] and now["DC_tsne"] != fft["DC_tsne"]
+    assert table["kNN_accuracy_tsne"].min() > 0.6  # pbmc68k's labels are recoverable from every map
+    assert "means over seeds [0]" in capsys.readouterr().out
