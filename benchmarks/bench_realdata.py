@@ -77,8 +77,24 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "sivae": ("sivae", {}),
     "pca": ("pca", {}),
     "scvi": ("scvi", {}),
+    # issue #23's trade-off curve: the Lorentz weight with the bottleneck on (livae is 10, the paper's)
+    "livae_lw0": ("livae", {"lorentz_weight": 0.0}),
+    "livae_lw1": ("livae", {"lorentz_weight": 1.0}),
+    "livae_lw3": ("livae", {"lorentz_weight": 3.0}),
+    "livae_lw30": ("livae", {"lorentz_weight": 30.0}),
+    # training variants (options in MODEL_TRAIN): why clustering falls with training length (bench_epochs.py)
+    "livae_eps": ("livae", {}),
+    "livae_lr3e-4": ("livae", {}),
 }
+#: Training options of a benchmark model beyond the pipeline's (Adam eps 0.01 is scvi-tools' setting).
+MODEL_TRAIN: dict[str, dict[str, Any]] = {"livae_eps": {"adam_eps": 0.01}, "livae_lr3e-4": {"lr": 3e-4}}
 REFERENCE = "livae"
+#: The trade-off curve, in order: model -> Lorentz weight (None: no bottleneck path, the paper's VAE ablation).
+TRADEOFF: dict[str, float | None] = {"vae": None, "livae_lw0": 0.0, "livae_lw1": 1.0, "livae_lw3": 3.0,
+                                     "livae": 10.0, "livae_lw30": 30.0}
+#: The two sides of the trade-off (what a user picking cell types vs global structure looks at).
+TRADEOFF_CLUSTERING = ["NMI", "ARI", "NMI_leiden", "kNN_accuracy"]
+TRADEOFF_GEOMETRY = ["DC_umap", "Q_global_umap", "noise_resilience"]
 
 #: Metrics of the printed tables and the figure (all of ``evaluate``'s go to the TSVs).
 HEADLINE = ["NMI", "ARI", "NMI_leiden", "ARI_leiden", "kNN_accuracy", "ASW", "DC_umap", "Q_local_umap",
@@ -91,8 +107,10 @@ RULE_CLUSTERING, RULE_GEOMETRY = ["NMI", "ARI"], ["DC_umap", "Q_global_umap", "n
 LATENT_FIDELITY = {"DC_latent": "DC", "Q_local_latent": "Q_local", "Q_global_latent": "Q_global"}
 
 #: What --quick and --smoke change (explicit flags still win).
-FULL = {"datasets": list(DATASETS), "models": [m for m in MODELS], "seeds": [0, 1, 2, 3, 4],
-        "max_epochs": None, "max_cells": None}
+FULL = {"datasets": list(DATASETS),
+        "models": [m for m in MODELS if (m not in TRADEOFF or m in ("livae", "vae")) and m not in MODEL_TRAIN],
+        "seeds": [0, 1, 2, 3, 4], "max_epochs": None, "max_cells": None}
+TRADEOFF_MODE = {"models": list(TRADEOFF), "seeds": [0, 1, 2]}
 QUICK = {"models": ["livae", "livae_unsquared", "vae", "betavae", "pca"], "seeds": [0, 1], "max_epochs": 20,
          "max_cells": 800}
 SMOKE = {**QUICK, "datasets": ["pbmc68k"], "models": ["livae", "vae"], "seeds": [0], "max_epochs": 2}
@@ -134,9 +152,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help=QUICK_HELP)
     mode.add_argument("--smoke", action="store_true",
                       help="tiny end-to-end check (tests): pbmc68k, livae and vae, seed 0, 2 epochs")
+    mode.add_argument("--tradeoff", action="store_true",
+                      help=f"the Lorentz-weight trade-off curve: models {','.join(TRADEOFF)} (weights "
+                      f"{[w for w in TRADEOFF.values() if w is not None]}, vae without bottleneck), seeds "
+                      f"{TRADEOFF_MODE['seeds']}, full data and training; --resume into the full run's --out "
+                      "reuses its livae and vae runs")
     args = p.parse_args(argv)
-    defaults = {**FULL, **(QUICK if args.quick else {}), **(SMOKE if args.smoke else {})}
-    args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    defaults = {**FULL, **(QUICK if args.quick else {}), **(SMOKE if args.smoke else {}),
+                **(TRADEOFF_MODE if args.tradeoff else {})}
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "tradeoff" if args.tradeoff else "full"
     for key in ("datasets", "models", "seeds"):
         given = getattr(args, key)
         setattr(args, key, [s.strip() for s in given.split(",") if s.strip()] if given else list(defaults[key]))
@@ -472,6 +496,144 @@ def lorentz_rule(long: pd.DataFrame, other: str = "livae_unsquared") -> tuple[pd
     return table, f"rule not met ({reason}): the default stays {REFERENCE} (squared)"
 
 
+def tradeoff_table(long: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """The Lorentz-weight trade-off: each :data:`TRADEOFF` model against ``reference`` on both sides.
+
+    Only the (dataset, seed) units every trade-off model ran are used, so each point of the curve is
+    averaged over the same runs.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, metric, value, category``.
+    reference
+        The default the others are tested against (paired over units, the project's tests).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per model and metric of :data:`TRADEOFF_CLUSTERING` + :data:`TRADEOFF_GEOMETRY`: ``lorentz_weight``
+        (NaN: no bottleneck), ``side``, ``mean``, ``sd`` over units, ``difference`` to ``reference``,
+        ``p_value``, ``wins`` of ``n_units``; empty when fewer than two trade-off models ran.
+    """
+    metrics = TRADEOFF_CLUSTERING + TRADEOFF_GEOMETRY
+    present = [m for m in TRADEOFF if m in set(long["model"])]
+    columns = ["model", "lorentz_weight", "side", "metric", "mean", "sd", "difference", "p_value", "wins", "n_units"]
+    if len(present) < 2 or reference not in present:
+        return pd.DataFrame(columns=columns)
+    sub = long[long["model"].isin(present) & long["metric"].isin(metrics)]
+    ran = sub.groupby(["dataset", "seed"])["model"].nunique()
+    common = ran[ran == len(present)].index
+    sub = sub.set_index(["dataset", "seed"]).loc[lambda t: t.index.isin(common)].reset_index()
+    rows = []
+    for model in present:
+        tests = (two_model_tests(sub, model, reference, metrics).set_index("metric") if model != reference
+                 else pd.DataFrame())
+        for metric in metrics:
+            values = sub.loc[(sub["model"] == model) & (sub["metric"] == metric), "value"]
+            test = tests.loc[metric] if metric in tests.index else pd.Series(dtype=object)
+            rows.append({"model": model, "lorentz_weight": TRADEOFF[model] if TRADEOFF[model] is not None else np.nan,
+                         "side": "clustering" if metric in TRADEOFF_CLUSTERING else "geometry", "metric": metric,
+                         "mean": values.mean(), "sd": values.std(), "difference": test.get("mean_difference", 0.0),
+                         "p_value": test.get("p_value", np.nan), "wins": test.get("wins", np.nan),
+                         "n_units": len(values)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def tradeoff_verdicts(table: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Issue #23's reading of the curve, per model against ``reference``.
+
+    ``better default``: higher NMI and ARI (p < 0.05) and no geometry metric significantly lower;
+    ``trade``: clustering significantly better on NMI or ARI and geometry significantly worse (a preset,
+    not a default); ``no clustering gain``: neither NMI nor ARI significantly higher.
+    """
+    rows = []
+    for model, sub in table[table["model"] != reference].groupby("model", sort=False):
+        by = sub.set_index("metric")
+        up = [m for m in ("NMI", "ARI") if by.loc[m, "difference"] > 0 and by.loc[m, "p_value"] < 0.05]
+        down = [m for m in TRADEOFF_GEOMETRY if by.loc[m, "difference"] < 0 and by.loc[m, "p_value"] < 0.05]
+        verdict_ = ("better default" if len(up) == 2 and not down else "trade" if up and down
+                    else "clustering better, geometry not worse (one of NMI/ARI)" if up
+                    else "no clustering gain")
+        rows.append({"model": model, "clustering_up": ",".join(up), "geometry_down": ",".join(down),
+                     "verdict": verdict_})
+    return pd.DataFrame(rows, columns=["model", "clustering_up", "geometry_down", "verdict"])
+
+
+def tradeoff_markdown(table: pd.DataFrame) -> str:
+    """Models x metrics: ``mean (difference to livae, stars)`` over the common units."""
+    from geovae.metrics.statistics import stars
+
+    metrics = TRADEOFF_CLUSTERING + TRADEOFF_GEOMETRY
+    n = int(table["n_units"].max())
+    lines = [f"Mean over the {n} (dataset, seed) units every trade-off model ran; in brackets the paired "
+             f"difference to {REFERENCE} (weight 10); * p<0.05, ** p<0.01, *** p<0.001.", "",
+             "| model | bottleneck | Lorentz weight | " + " | ".join(metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for model, sub in table.groupby("model", sort=False):
+        by = sub.set_index("metric")
+        weight = by["lorentz_weight"].iloc[0]
+        cells = []
+        for m in metrics:
+            r = by.loc[m]
+            cells.append(f"{r['mean']:.3f}" if model == REFERENCE else
+                         f"{r['mean']:.3f} ({r['difference']:+.3f}{stars(r['p_value'])})")
+        lines.append(f"| {model} | {'no' if pd.isna(weight) else 'yes'} | {'-' if pd.isna(weight) else f'{weight:g}'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(table: pd.DataFrame, path: Path) -> None:
+    """The trade-off figure: each side's metrics against the Lorentz weight, and NMI against DC_umap.
+
+    Parameters
+    ----------
+    table
+        Output of :func:`tradeoff_table`.
+    path
+        PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    weights = table.dropna(subset=["lorentz_weight"])
+    no_bn = table[table["lorentz_weight"].isna()]
+    for ax, side in zip(axes[:2], ("clustering", "geometry")):
+        for i, (metric, sub) in enumerate(weights[weights["side"] == side].groupby("metric", sort=False)):
+            colour = plt.get_cmap("tab10")(i)
+            sub = sub.sort_values("lorentz_weight")
+            ax.errorbar(sub["lorentz_weight"], sub["mean"], yerr=sub["sd"], marker="o", ms=4, capsize=2,
+                        color=colour, label=metric)
+            ref = no_bn[no_bn["metric"] == metric]
+            if len(ref):
+                ax.axhline(ref["mean"].iloc[0], color=colour, ls=":", lw=1)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks([0, 1, 3, 10, 30], ["0", "1", "3", "10\n(paper)", "30"])
+        ax.set_xlabel("Lorentz weight (bottleneck on); dotted: no bottleneck (vae)")
+        ax.set_title(f"{side} (mean ± sd over units)", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax = axes[2]
+    wide = table.pivot_table(index="model", columns="metric", values="mean")
+    err = table.pivot_table(index="model", columns="metric", values="sd")
+    for model in pd.unique(table["model"]):
+        w = table.loc[table["model"] == model, "lorentz_weight"].iloc[0]
+        ax.errorbar(wide.loc[model, "DC_umap"], wide.loc[model, "NMI"], xerr=err.loc[model, "DC_umap"],
+                    yerr=err.loc[model, "NMI"], fmt="o", ms=5, capsize=2, alpha=0.8)
+        ax.annotate("vae (no bottleneck)" if pd.isna(w) else f"weight {w:g}", (wide.loc[model, "DC_umap"],
+                    wide.loc[model, "NMI"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("UMAP distance correlation (global geometry)")
+    ax.set_ylabel("KMeans NMI (cell types)")
+    ax.set_title("the trade-off", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_summary(long: pd.DataFrame, metrics: list[str], models: list[str], path: Path) -> None:
     """One panel per metric: every seed as a point, mean ± sd per model, datasets side by side.
 
@@ -537,7 +699,7 @@ def header(args: argparse.Namespace, models: list[str]) -> str:
              f"training: pipeline defaults (max_epochs {epochs}, early_stopping {cfg.early_stopping}, patience "
              f"{cfg.patience}, lr {cfg.lr}, batch {cfg.batch_size}); preprocessing: preprocess_rna defaults",
              f"cells per dataset: {args.max_cells or 'all'}; data dir {args.data_dir}; out {args.out}"]
-    if args.mode != "full":
+    if args.mode in ("quick", "smoke"):
         lines.append(f"MODE {args.mode}: " + (QUICK_HELP if args.mode == "quick" else
                                               "smoke test only, the numbers mean nothing"))
     return "\n".join(lines)
@@ -565,7 +727,8 @@ def run_all(args: argparse.Namespace, models: dict[str, tuple[str, dict[str, Any
         for name, seed in todo:
             model, params = models[name]
             start = time.perf_counter()
-            table = run_one(data, model, params, seed, train, reference, args.threads)
+            table = run_one(data, model, params, seed, {**train, **MODEL_TRAIN.get(name, {})}, reference,
+                            args.threads)
             table.insert(0, "seed", seed)
             table.insert(0, "model", name)
             table.insert(0, "dataset", dataset)
@@ -584,13 +747,24 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
 
     summary = summarise(long)
     summary.to_csv(out / "realdata_summary.tsv", sep="\t", index=False, float_format="%.6g")
-    paired = paired_tests(long)
+    # the comparison of the zoo leaves the curve's extra weights out (they may have run fewer seeds)
+    curve_only = [m for m in TRADEOFF if m not in (REFERENCE, "vae")] + list(MODEL_TRAIN)
+    paired = paired_tests(long[~long["model"].isin(curve_only)])
     paired.to_csv(out / "realdata_paired.tsv", sep="\t", index=False, float_format="%.6g")
     table1 = table1_directions(long)
     table1.to_csv(out / "realdata_table1.tsv", sep="\t", index=False, float_format="%.6g")
     rule, decision = lorentz_rule(long)
     rule.to_csv(out / "realdata_lorentz_rule.tsv", sep="\t", index=False, float_format="%.6g")
     plot_summary(long, HEADLINE, models, out / "realdata.png")
+    curve = tradeoff_table(long)
+    curve_text = ""
+    if not curve.empty:
+        curve.to_csv(out / "realdata_tradeoff.tsv", sep="\t", index=False, float_format="%.6g")
+        verdicts = tradeoff_verdicts(curve)
+        verdicts.to_csv(out / "realdata_tradeoff_verdicts.tsv", sep="\t", index=False)
+        plot_tradeoff(curve, out / "realdata_tradeoff.png")
+        curve_text = "\n".join(["## The Lorentz-weight trade-off (issue #23)", "", tradeoff_markdown(curve),
+                                 verdicts.to_markdown(index=False), ""])
     n_units = long.groupby(["dataset", "seed"]).ngroups
     heading = [m for m in HEADLINE if m in set(long["metric"])]
     paired_text = (comparison_markdown(paired[paired["metric"].isin(heading)]) if not paired.empty
@@ -601,7 +775,7 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
         "## The paper's Table 1 directions: livae > vae (two-model paired tests)", "",
         table1.to_markdown(index=False, floatfmt=".4g"), "",
         "## Lorentz distance rule (issue #23): livae_unsquared - livae", "",
-        rule.to_markdown(index=False, floatfmt=".4g") if not rule.empty else "", "", decision, ""])
+        rule.to_markdown(index=False, floatfmt=".4g") if not rule.empty else "", "", decision, "", curve_text])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,3 +101,57 @@ def test_verdict_and_missing_dataset(tmp_path, capsys):
         bench.parse_args(["--datasets", "kidney"])
     args = bench.parse_args(["--quick", "--seeds", "3"])
     assert args.seeds == [3] and args.max_epochs == bench.QUICK["max_epochs"] and "sivae" not in args.models
+
+
+def _curve(offsets: dict[str, tuple[float, float]], datasets=("a", "b", "c"), seeds=(0, 1)) -> pd.DataFrame:
+    """Long table of the trade-off models: (clustering offset, geometry offset) each, shared per-unit noise."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for dataset in datasets:
+        for seed in seeds:
+            base = rng.uniform(0.3, 0.6)
+            for model, (clustering, geometry) in offsets.items():
+                for metric in ["NMI", "ARI", "NMI_leiden", "kNN_accuracy", "DC_umap", "Q_global_umap",
+                               "noise_resilience"]:
+                    offset = clustering if metric in ("NMI", "ARI", "NMI_leiden", "kNN_accuracy") else geometry
+                    rows.append((dataset, model, seed, metric, base + offset + rng.normal(0, 0.002), ""))
+    return pd.DataFrame(rows, columns=["dataset", "model", "seed", "metric", "value", "category"])
+
+
+def test_tradeoff_curve_tells_a_trade_from_a_better_default(tmp_path):
+    bench = _load()
+    long = _curve({"vae": (0.05, 0.0), "livae_lw0": (0.0, 0.0), "livae_lw1": (0.05, -0.1),
+                   "livae": (0.0, 0.0), "livae_lw30": (-0.05, 0.05)})
+    # one unit missing for one model: every point of the curve is averaged over the same 5 units
+    long = long[~((long["model"] == "livae_lw30") & (long["dataset"] == "c") & (long["seed"] == 1))]
+    table = bench.tradeoff_table(long)
+    assert list(pd.unique(table["model"])) == ["vae", "livae_lw0", "livae_lw1", "livae", "livae_lw30"]
+    assert (table["n_units"] == 5).all()
+    lw1 = table[table["model"] == "livae_lw1"].set_index("metric")
+    assert lw1.loc["NMI", "difference"] == pytest.approx(0.05, abs=0.01) and lw1.loc["NMI", "p_value"] < 0.05
+    assert lw1.loc["DC_umap", "difference"] == pytest.approx(-0.1, abs=0.01)
+    assert np.isnan(table.loc[table["model"] == "vae", "lorentz_weight"]).all()
+    verdicts = bench.tradeoff_verdicts(table).set_index("model")["verdict"]
+    assert verdicts["vae"] == "better default"
+    assert verdicts["livae_lw1"] == "trade"
+    assert verdicts["livae_lw30"] == "no clustering gain"
+    assert "livae" not in verdicts.index
+    text = bench.tradeoff_markdown(table)
+    assert "| livae_lw1 | yes | 1 |" in text and "| vae | no | - |" in text
+    bench.plot_tradeoff(table, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    # fewer than two curve models, or no reference: nothing to draw
+    assert bench.tradeoff_table(long[long["model"].isin(["livae"])]).empty
+    assert bench.tradeoff_table(long[long["model"].isin(["vae", "livae_lw1"])]).empty
+
+
+def test_modes_pick_their_models():
+    bench = _load()
+    full = bench.parse_args([])
+    assert "livae_lw3" not in full.models and {"livae", "vae", "sivae", "pca"} <= set(full.models)
+    curve = bench.parse_args(["--tradeoff"])
+    assert curve.mode == "tradeoff" and curve.models == list(bench.TRADEOFF) and curve.seeds == [0, 1, 2]
+    assert bench.MODELS["livae_lw30"] == ("livae", {"lorentz_weight": 30.0})
+    assert bench.parse_args(["--tradeoff", "--seeds", "4"]).seeds == [4]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tradeoff", "--quick"])

@@ -142,6 +142,18 @@ def test_same_seed_identical_latents(data):
     assert not np.allclose(za, zc)
 
 
+def test_adam_eps_reaches_the_optimizer(data):
+    """torch's default eps gives the default run's weights; scvi-tools' 0.01 damps the small steps."""
+    adata, _ = data
+    runs = {}
+    for name, options in (("default", {}), ("explicit", {"adam_eps": 1e-8}), ("scvi", {"adam_eps": 0.01})):
+        model = LiVAE(adata)
+        model.train(seed=3, **FAST, **options)
+        runs[name] = model.get_latent_representation()
+    assert np.array_equal(runs["default"], runs["explicit"])
+    assert not np.allclose(runs["default"], runs["scvi"])
+
+
 class _ScriptedModule(torch.nn.Module):
     """Training pulls w towards 100; validation loss follows a script (one value per epoch)."""
 
@@ -283,9 +295,10 @@ def test_scvi_tools_training_arguments(data):
     """accelerator/devices/train_size/plan_kwargs... are translated, or refused naming geovae's argument."""
     from geovae.options import scvi_training_names, training_config
 
-    cfg = training_config({"accelerator": "cpu", "devices": 1, "train_size": 0.8, "plan_kwargs": {"lr": 5e-4},
-                           "early_stopping_patience": 7, "enable_progress_bar": False})
-    assert (cfg.device, cfg.lr, cfg.patience, cfg.progress_bar) == ("cpu", 5e-4, 7, False)
+    cfg = training_config({"accelerator": "cpu", "devices": 1, "train_size": 0.8,
+                           "plan_kwargs": {"lr": 5e-4, "eps": 0.01}, "early_stopping_patience": 7,
+                           "enable_progress_bar": False})
+    assert (cfg.device, cfg.lr, cfg.adam_eps, cfg.patience, cfg.progress_bar) == ("cpu", 5e-4, 0.01, 7, False)
     assert cfg.validation_fraction == pytest.approx(0.2)
     assert scvi_training_names({"accelerator": "gpu", "devices": [1]})["device"] == "cuda:1"
     assert scvi_training_names({"accelerator": "auto"})["device"] == "auto"

@@ -129,6 +129,9 @@ class TrainingConfig:
     cpu_amp: bool = opt(False, "bfloat16 autocast on CPUs with native bf16 (AVX512-BF16/AMX); changes the numbers",
                         type="boolean")
     weight_decay: float = opt(0.0, "Adam weight decay", type="number", minimum=0)
+    adam_eps: float = opt(1e-8, "Adam epsilon (1e-8: torch's default; scvi-tools trains with 0.01, which damps "
+                          "the small late-training steps: benchmarks/bench_epochs.py)", type="number",
+                          exclusiveMinimum=0)
     checkpoint_dir: str | None = opt(None, "folder of the resumable checkpoint (null: none on disk)",
                                      type=["string", "null"])
     checkpoint_every: int = opt(10, "epochs between checkpoints", type="integer", minimum=1)
@@ -147,6 +150,8 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.divergence_restarts < 0:
@@ -231,7 +236,8 @@ def scvi_training_names(options: Mapping[str, Any] | None, owner: str = "train")
 
     ``accelerator`` ("cpu", "gpu", "cuda", "auto") and ``devices`` (1, or ``[k]`` for one GPU)
     become ``device``; ``train_size`` becomes ``validation_fraction = 1 - train_size``
-    (``validation_size`` likewise); ``plan_kwargs`` may carry ``lr`` and ``weight_decay``;
+    (``validation_size`` likewise); ``plan_kwargs`` may carry ``lr``, ``weight_decay`` and ``eps``
+    (Adam's, as ``adam_eps``);
     ``early_stopping_patience``, ``early_stopping_min_delta``, ``enable_progress_bar`` and
     ``gradient_clip_val`` are renamed (:data:`SCVI_RENAMED`). A translated option that is also given
     under its geovae name with another value is an error.
@@ -268,10 +274,12 @@ def scvi_training_names(options: Mapping[str, Any] | None, owner: str = "train")
             translated["validation_fraction"] = 1.0 - value if share == "train" else value
         options.pop(key, None)
     plan = dict(options.pop("plan_kwargs", None) or {})
-    unknown = sorted(set(plan) - {"lr", "weight_decay"})
+    unknown = sorted(set(plan) - {"lr", "weight_decay", "eps"})
     if unknown:
         raise TypeError(f"{owner}: plan_kwargs {unknown} are not geovae training options; plan_kwargs may "
-                        "carry lr and weight_decay, the others are model parameters or not supported")
+                        "carry lr, weight_decay and eps, the others are model parameters or not supported")
+    if "eps" in plan:
+        plan["adam_eps"] = plan.pop("eps")
     translated.update(plan)
     for key, value in translated.items():
         if key in options and options[key] != value:
@@ -304,8 +312,8 @@ def _scvi_device(accelerator: Any, devices: Any, owner: str) -> str:
 #: Training options set in the workflow's ``train`` block (the others come from elsewhere: ``device``
 #: is a top-level key, ``seed`` the run's wildcard, checkpoints and the progress bar the train rule's).
 WORKFLOW_TRAIN_KEYS = ("max_epochs", "batch_size", "lr", "early_stopping", "validation_fraction", "patience",
-                       "min_delta", "grad_clip", "use_amp", "cpu_amp", "weight_decay", "checkpoint_every",
-                       "divergence_restarts")
+                       "min_delta", "grad_clip", "use_amp", "cpu_amp", "weight_decay", "adam_eps",
+                       "checkpoint_every", "divergence_restarts")
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,7 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         log.warning("only %d training cells, fewer than batch_size=%d: every step uses all of them",
                     len(train_idx), cfg.batch_size)
     module.to(device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
                                  fused=_fused_adam_ok(module, device))
     loop = _LoopState(module, optimizer, scaler, np.random.default_rng(cfg.seed + 1), cfg.lr,
                       fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key))
