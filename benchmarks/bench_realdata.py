@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-epochs", type=int, help=f"epoch cap (default: the pipeline's, {TrainingConfig().max_epochs})")
     p.add_argument("--max-cells", type=int, help="seeded subsample of cells per dataset (default: all)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out's long table")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report on the runs already in --out's long table (of --models, --seeds)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help=QUICK_HELP)
     mode.add_argument("--smoke", action="store_true",
@@ -617,8 +619,8 @@ def plot_tradeoff(table: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     ax = axes[2]
-    wide = table.pivot_table(index="model", columns="metric", values="mean")
-    err = table.pivot_table(index="model", columns="metric", values="sd")
+    wide = table.set_index(["model", "metric"])["mean"].unstack()
+    err = table.set_index(["model", "metric"])["sd"].unstack()  # NaN (no bar) with one unit
     for model in pd.unique(table["model"]):
         w = table.loc[table["model"] == model, "lorentz_weight"].iloc[0]
         ax.errorbar(wide.loc[model, "DC_umap"], wide.loc[model, "NMI"], xerr=err.loc[model, "DC_umap"],
@@ -791,7 +793,13 @@ def main(argv: list[str] | None = None) -> int:
     text = header(args, list(models))
     print(text, flush=True)
     started = time.perf_counter()
-    long = run_all(args, models, args.out / "realdata_long.tsv")
+    long_path = args.out / "realdata_long.tsv"
+    if args.report_only:
+        if not long_path.exists():
+            raise SystemExit(f"--report-only: no runs to report, {long_path} does not exist")
+        long = pd.read_csv(long_path, sep="\t")
+    else:
+        long = run_all(args, models, long_path)
     if long.empty:
         print("no run finished: every dataset was skipped")
         return 1

@@ -55,6 +55,21 @@ def test_smoke_mode_writes_every_output(tmp_path):
     assert list(table1["metric"]) == bench.TABLE1 and (table1["reproduces"] == "not tested").all()
     assert (out / "realdata.png").stat().st_size > 10_000
     assert "| livae |" in (out / "realdata_report.md").read_text()
+    curve = pd.read_csv(out / "realdata_tradeoff.tsv", sep="\t")  # livae and vae are two points of the curve
+    assert set(curve["model"]) == {"livae", "vae"} and (curve["n_units"] == 1).all()
+    assert (out / "realdata_tradeoff.png").exists() and "Lorentz-weight trade-off" in done.stdout
+
+    # --report-only trains nothing and reports the same runs again
+    (out / "realdata.png").unlink()
+    again = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--report-only", "--out", str(out)],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "seed 0\tNMI" not in again.stdout  # no training line
+    pd.testing.assert_frame_equal(pd.read_csv(out / "realdata_long.tsv", sep="\t"), long)
+    assert (out / "realdata.png").exists()
+    missing = subprocess.run([sys.executable, str(SCRIPT), "--report-only", "--out", str(tmp_path / "none")],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
 
 
 def _made_up(models: dict[str, float], datasets=("a", "b", "c"), seeds=(0, 1)) -> pd.DataFrame:

@@ -66,3 +66,14 @@ def test_embeddings_and_leiden_accept_the_shared_graph() -> None:
     assert len(np.unique(leiden_clusters(Z, seed=3))) >= 6  # the 8 simulated groups, roughly
     with pytest.raises(ValueError, match="t-SNE method 'exact'"):
         tsne_2d(Z, method="exact")
+
+
+def test_connectivities_are_computed_once_per_k_and_returned_as_copies():
+    rng = np.random.default_rng(0)
+    nb = latent_neighbors(rng.normal(size=(200, 5)), 20, method="exact")
+    first = nb.connectivities(15)
+    first.data[:] = 0.0  # a caller changing its copy does not change the kept graph
+    again = nb.connectivities(15)
+    assert again.nnz and np.all(again.data > 0)
+    assert list(nb._weights) == [15]
+    assert (nb.connectivities(10) != again).nnz  # another k, another graph

@@ -144,11 +144,11 @@ def tsne_2d(latent: np.ndarray, perplexity: float = EMBED.tsne_perplexity, seed:
 
     latent = np.asarray(latent, dtype=np.float64)
     n = latent.shape[0]
-    affinities = tsne_affinities(latent, perplexity, neighbors=neighbors, seed=seed, n_jobs=n_jobs)
     if method == "auto":
         method = "fft" if n >= TSNE_FFT_MIN_CELLS else "bh"
     if method not in ("bh", "fft"):
         raise ValueError(f"t-SNE method {method!r}: use 'auto', 'bh' or 'fft'")
+    affinities = tsne_affinities(latent, perplexity, neighbors=neighbors, seed=seed, n_jobs=n_jobs)
     tsne = TSNE(n_components=2, random_state=seed, n_jobs=n_jobs, negative_gradient_method=method, verbose=False)
     return np.asarray(tsne.fit(latent, affinities=affinities), dtype=np.float32)
 

@@ -13,7 +13,7 @@ itself; edge weight ``exp(-max(0, d_ij - rho) / sigma)``; symmetrised as the fuz
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +49,7 @@ class Neighbors:
     distances: np.ndarray
     indices: np.ndarray
     method: str
+    _weights: dict[int, sp.csr_matrix] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_neighbors(self) -> int:
@@ -62,8 +63,14 @@ class Neighbors:
         return self.distances[:, :k], self.indices[:, :k]
 
     def connectivities(self, k: int) -> sp.csr_matrix:
-        """scanpy's ``obsp["connectivities"]``: UMAP fuzzy-union weights of the ``k``-neighbour graph."""
-        return umap_connectivities(*self.first(k))
+        """scanpy's ``obsp["connectivities"]``: UMAP fuzzy-union weights of the ``k``-neighbour graph.
+
+        Computed once per ``k`` and kept (Leiden and the stored graph of the embed rule share it); a copy
+        is returned, so callers may change it.
+        """
+        if k not in self._weights:
+            self._weights[k] = umap_connectivities(*self.first(k))
+        return self._weights[k].copy()
 
     def distance_matrix(self, k: int) -> sp.csr_matrix:
         """scanpy's ``obsp["distances"]``: the ``k - 1`` non-self neighbours' distances as a sparse matrix."""

@@ -215,8 +215,9 @@ def _leiden_graph(Z: np.ndarray, n_neighbors: int, neighbors: Neighbors | None =
 
     from geovae.neighbors import knn, umap_connectivities
 
-    first = neighbors.first(n_neighbors) if neighbors is not None else knn(Z, n_neighbors)
-    upper = sp.triu(umap_connectivities(*first), k=1).tocoo()
+    weights = (neighbors.connectivities(n_neighbors) if neighbors is not None
+               else umap_connectivities(*knn(Z, n_neighbors)))
+    upper = sp.triu(weights, k=1).tocoo()
     graph = ig.Graph(n=Z.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
     return graph, upper.data.astype(np.float64).tolist()
 
