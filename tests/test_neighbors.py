@@ -77,3 +77,37 @@ def test_connectivities_are_computed_once_per_k_and_returned_as_copies():
     assert again.nnz and np.all(again.data > 0)
     assert list(nb._weights) == [15]
     assert (nb.connectivities(10) != again).nnz  # another k, another graph
+
+
+def test_tl_umap_uses_a_fitting_stored_graph_and_searches_otherwise():
+    import anndata as ad
+
+    from geovae import tl
+    from geovae.neighbors import store_neighbors, stored_neighbors
+
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(150, 4)).astype(np.float32)
+    adata = ad.AnnData(np.zeros((150, 1), dtype=np.float32), obsm={"X_latent": latent})
+    fresh = ad.AnnData(np.zeros((150, 1), dtype=np.float32), obsm={"X_latent": latent})
+    tl.umap(fresh, seed=0)  # no graph stored: searched
+
+    store_neighbors(adata, latent_neighbors(latent, 15, method="exact"), 15, use_rep="X_latent")
+    back = stored_neighbors(adata, "X_latent", 15)
+    exact = latent_neighbors(latent, 15, method="exact")
+    assert np.array_equal(back.indices, exact.indices) and np.allclose(back.distances, exact.distances)
+    tl.umap(adata, seed=0)
+    assert np.array_equal(adata.obsm["X_umap"], fresh.obsm["X_umap"])  # the same graph, the same map
+
+    # a graph of other points stored under the same key is used (proof that it is read) ...
+    other = rng.normal(size=(150, 4))
+    store_neighbors(adata, latent_neighbors(other, 15, method="exact"), 15, use_rep="X_latent")
+    tl.umap(adata, seed=0)
+    assert not np.allclose(adata.obsm["X_umap"], fresh.obsm["X_umap"])
+    tl.umap(adata, seed=0, neighbors_key=None)  # ... unless asked to search
+    assert np.array_equal(adata.obsm["X_umap"], fresh.obsm["X_umap"])
+    # graphs that do not fit are ignored: another representation, too few neighbours
+    assert stored_neighbors(adata, "X_pca", 15) is None and stored_neighbors(adata, "X_latent", 30) is None
+    # t-SNE needs 3 x perplexity neighbours: the stored 15 are not enough, it searches
+    tl.tsne(adata, seed=0, perplexity=10)
+    tl.tsne(fresh, seed=0, perplexity=10)
+    assert np.array_equal(adata.obsm["X_tsne"], fresh.obsm["X_tsne"])

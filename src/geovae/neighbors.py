@@ -149,6 +149,53 @@ def store_neighbors(adata: ad.AnnData, neighbors: Neighbors, n_neighbors: int = 
     }
 
 
+def stored_neighbors(adata: ad.AnnData, use_rep: str, n_neighbors: int,
+                     key: str = "neighbors") -> Neighbors | None:
+    """The graph of :func:`store_neighbors` (or ``scanpy.pp.neighbors``) as :class:`Neighbors`, when it fits.
+
+    It fits when ``uns[key]`` says it was searched in ``obsm[use_rep]`` with the Euclidean metric and at
+    least ``n_neighbors`` neighbours, and every row of its distance matrix holds the same number of
+    neighbours (a sparse format that dropped zero distances does not).
+
+    Parameters
+    ----------
+    adata
+        AnnData that may hold a graph.
+    use_rep
+        ``obsm`` key the caller works on.
+    n_neighbors
+        Neighbours the caller needs, the cell itself included.
+    key
+        ``uns`` key of the graph's description (scanpy's ``neighbors_key``).
+
+    Returns
+    -------
+    Neighbors or None
+        The stored neighbours (the cell itself first, then by distance; ``method`` from the stored
+        ``search``, else ``"stored"``); None when there is no fitting graph.
+    """
+    info = adata.uns.get(key)
+    if not isinstance(info, dict):
+        return None
+    params = info.get("params", {})
+    dist_key = info.get("distances_key", "distances")
+    k = int(params.get("n_neighbors", 0))
+    if (params.get("use_rep") != use_rep or params.get("metric", "euclidean") != "euclidean" or k < n_neighbors
+            or dist_key not in adata.obsp):
+        return None
+    D = sp.csr_matrix(adata.obsp[dist_key])
+    per_row = np.diff(D.indptr)
+    if D.shape[0] != adata.n_obs or per_row.size == 0 or per_row.min() != k - 1 or per_row.max() != k - 1:
+        return None
+    n = D.shape[0]
+    dist = D.data.reshape(n, k - 1)
+    cols = D.indices.reshape(n, k - 1)
+    order = np.argsort(dist, axis=1, kind="stable")
+    distances = np.hstack([np.zeros((n, 1)), np.take_along_axis(dist, order, axis=1)]).astype(np.float64)
+    indices = np.hstack([np.arange(n)[:, None], np.take_along_axis(cols, order, axis=1)]).astype(np.int64)
+    return Neighbors(distances=distances, indices=indices, method=str(params.get("search", "stored")))
+
+
 def knn(Z: np.ndarray, n_neighbors: int, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``n_neighbors`` nearest neighbours of every row, the row itself first.
 

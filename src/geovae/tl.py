@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import anndata as ad
 import numpy as np
 
-from geovae.embedding import tsne_2d, umap_2d
+from geovae.embedding import tsne_2d, tsne_neighbors, umap_2d
+from geovae.neighbors import stored_neighbors
 from geovae.options import EMBED
 
 #: Likelihood per modality when a model's ``likelihood`` is ``"auto"`` (LiVAE paper section 2.7).
@@ -209,8 +210,12 @@ def _h5ad_safe(record: Any) -> Any:
 
 def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = EMBED.umap_n_neighbors,
          min_dist: float = EMBED.umap_min_dist,
-         seed: int = 0, key_added: str = "X_umap") -> None:
+         seed: int = 0, key_added: str = "X_umap", neighbors_key: str | None = "neighbors") -> None:
     """UMAP of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.umap_2d`).
+
+    A neighbour graph already in ``adata`` (the pipeline's ``embedding.h5ad`` or ``scanpy.pp.neighbors``)
+    is used when it was built on ``use_rep`` with at least ``n_neighbors`` neighbours
+    (:func:`geovae.neighbors.stored_neighbors`); otherwise the neighbours are searched.
 
     Parameters
     ----------
@@ -226,13 +231,20 @@ def umap(adata: ad.AnnData, use_rep: str = "X_latent", n_neighbors: int = EMBED.
         Random state (the optimisation is single-threaded and reproducible).
     key_added
         ``obsm`` key of the result.
+    neighbors_key
+        ``uns`` key of a stored graph to use when it fits; None always searches.
     """
-    adata.obsm[key_added] = umap_2d(np.asarray(adata.obsm[use_rep]), n_neighbors, min_dist, seed)
+    stored = stored_neighbors(adata, use_rep, n_neighbors, neighbors_key) if neighbors_key else None
+    adata.obsm[key_added] = umap_2d(np.asarray(adata.obsm[use_rep]), n_neighbors, min_dist, seed, neighbors=stored)
 
 
 def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = EMBED.tsne_perplexity, seed: int = 0,
-         n_jobs: int = 1, key_added: str = "X_tsne", method: str = EMBED.tsne_method) -> None:
+         n_jobs: int = 1, key_added: str = "X_tsne", method: str = EMBED.tsne_method,
+         neighbors_key: str | None = "neighbors") -> None:
     """openTSNE t-SNE of ``obsm[use_rep]`` into ``obsm[key_added]`` (see :func:`geovae.embedding.tsne_2d`).
+
+    A stored graph of ``use_rep`` is used when it holds the ``3 * perplexity`` neighbours t-SNE needs (the
+    pipeline stores 15, so t-SNE usually searches its own).
 
     Parameters
     ----------
@@ -250,8 +262,13 @@ def tsne(adata: ad.AnnData, use_rep: str = "X_latent", perplexity: float = EMBED
         ``obsm`` key of the result.
     method
         Gradient method: ``"auto"`` (Barnes-Hut below 10,000 cells, FFT above), ``"bh"`` or ``"fft"``.
+    neighbors_key
+        ``uns`` key of a stored graph to use when it is large enough; None always searches.
     """
-    adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs, method=method)
+    _, k = tsne_neighbors(adata.n_obs, perplexity)
+    stored = stored_neighbors(adata, use_rep, k + 1, neighbors_key) if neighbors_key else None
+    adata.obsm[key_added] = tsne_2d(np.asarray(adata.obsm[use_rep]), perplexity, seed, n_jobs, method=method,
+                                    neighbors=stored)
 
 
 def __getattr__(name: str) -> Any:
