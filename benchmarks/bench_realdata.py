@@ -98,7 +98,8 @@ TRADEOFF_GEOMETRY = ["DC_umap", "Q_global_umap", "noise_resilience"]
 
 #: Metrics of the printed tables and the figure (all of ``evaluate``'s go to the TSVs).
 HEADLINE = ["NMI", "ARI", "NMI_leiden", "ARI_leiden", "kNN_accuracy", "ASW", "DC_umap", "Q_local_umap",
-            "Q_global_umap", "DC_latent", "Q_local_latent", "Q_global_latent", "noise_resilience", "train_seconds"]
+            "Q_global_umap", "DC_latent", "Q_local_latent", "Q_global_latent", "noise_resilience", "train_seconds",
+            "n_epochs"]
 #: The paper's Table 1 claims checked on real data: LiVAE higher than its ablation VAE.
 TABLE1 = ["DC_umap", "Q_global_umap", "noise_resilience"]
 #: Issue #23's rule for the Lorentz distance: clustering must improve, geometry must not get worse.
@@ -368,7 +369,7 @@ def markdown_tables(summary: pd.DataFrame, metrics: list[str], models: list[str]
 
 
 def _mean_sd(mean: float, sd: float, metric: str) -> str:
-    digits = 1 if metric == "train_seconds" else 3
+    digits = {"train_seconds": 1, "n_epochs": 0}.get(metric, 3)
     return f"{mean:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
 
 
@@ -560,6 +561,26 @@ def tradeoff_verdicts(table: pd.DataFrame, reference: str = REFERENCE) -> pd.Dat
         rows.append({"model": model, "clustering_up": ",".join(up), "geometry_down": ",".join(down),
                      "verdict": verdict_})
     return pd.DataFrame(rows, columns=["model", "clustering_up", "geometry_down", "verdict"])
+
+
+def training_variant_tests(long: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Each training variant of :data:`MODEL_TRAIN` that ran against ``reference``, paired over (dataset, seed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per variant and metric (:data:`TRADEOFF_CLUSTERING` + :data:`TRADEOFF_GEOMETRY`): both means,
+        ``difference``, ``p_value``, ``wins`` of ``n_units``; with :func:`tradeoff_verdicts` it reads like the
+        trade-off curve. Empty when none ran.
+    """
+    metrics = TRADEOFF_CLUSTERING + TRADEOFF_GEOMETRY
+    parts = []
+    for model in [m for m in MODEL_TRAIN if m in set(long["model"])]:
+        table = two_model_tests(long, model, reference, metrics)
+        parts.append(table.rename(columns={f"{model}_mean": "mean", f"{reference}_mean": "reference_mean",
+                                           "mean_difference": "difference"}).assign(model=model))
+    columns = ["model", "metric", "mean", "reference_mean", "difference", "p_value", "wins", "n_units", "test", "note"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def tradeoff_markdown(table: pd.DataFrame) -> str:
@@ -767,6 +788,13 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
         plot_tradeoff(curve, out / "realdata_tradeoff.png")
         curve_text = "\n".join(["## The Lorentz-weight trade-off (issue #23)", "", tradeoff_markdown(curve),
                                  verdicts.to_markdown(index=False), ""])
+    variants = training_variant_tests(long)
+    if not variants.empty:
+        variants.to_csv(out / "realdata_training_variants.tsv", sep="\t", index=False, float_format="%.6g")
+        rule = tradeoff_verdicts(variants)
+        curve_text += "\n".join(["", f"## Training variants against {REFERENCE} (paired over (dataset, seed))", "",
+                                  variants.to_markdown(index=False, floatfmt=".4g"), "",
+                                  rule.to_markdown(index=False), ""])
     n_units = long.groupby(["dataset", "seed"]).ngroups
     heading = [m for m in HEADLINE if m in set(long["metric"])]
     paired_text = (comparison_markdown(paired[paired["metric"].isin(heading)]) if not paired.empty

@@ -170,3 +170,14 @@ def test_modes_pick_their_models():
     assert bench.parse_args(["--tradeoff", "--seeds", "4"]).seeds == [4]
     with pytest.raises(SystemExit):
         bench.parse_args(["--tradeoff", "--quick"])
+
+
+def test_training_variants_are_tested_against_livae():
+    bench = _load()
+    long = _curve({"livae": (0.0, 0.0), "livae_eps": (0.04, -0.001), "vae": (0.0, 0.0)})
+    table = bench.training_variant_tests(long)
+    assert set(table["model"]) == {"livae_eps"} and (table["n_units"] == 6).all()
+    by = table.set_index("metric")
+    assert by.loc["NMI", "difference"] == pytest.approx(0.04, abs=0.01) and by.loc["NMI", "p_value"] < 0.05
+    assert bench.tradeoff_verdicts(table).set_index("model").loc["livae_eps", "verdict"] == "better default"
+    assert bench.training_variant_tests(long[long["model"] != "livae_eps"]).empty
