@@ -635,6 +635,7 @@ def plot_tradeoff(table: pd.DataFrame, path: Path) -> None:
                 ax.axhline(ref["mean"].iloc[0], color=colour, ls=":", lw=1)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xticks([0, 1, 3, 10, 30], ["0", "1", "3", "10\n(paper)", "30"])
+        ax.set_xlim(-0.3, 40)
         ax.set_xlabel("Lorentz weight (bottleneck on); dotted: no bottleneck (vae)")
         ax.set_title(f"{side} (mean ± sd over units)", fontsize=10)
         ax.legend(fontsize=8)

@@ -62,6 +62,19 @@ def test_registry():
         get_model("no_such_model")
 
 
+def test_celltypes_preset_is_livae_with_lorentz_weight_3(data):
+    from geovae.models import LiVAECellTypes
+
+    adata, _ = data
+    assert get_model("livae_celltypes") is LiVAECellTypes
+    params = LiVAECellTypes.default_params()
+    assert params == {**LiVAE.default_params(), "lorentz_weight": 3.0}
+    model = LiVAECellTypes(adata)
+    assert model.module.lorentz_weight == 3.0 and model.has_bottleneck
+    with pytest.raises(ValueError, match="fixes"):
+        LiVAECellTypes(adata, lorentz_weight=10.0)
+
+
 # ------------------------------------------------------------------------ module
 def test_module_loss_terms_and_weights():
     torch.manual_seed(0)

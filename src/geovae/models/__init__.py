@@ -16,7 +16,7 @@ from ..schemas import REGISTRY_FILE, registry_specs  # noqa: F401 (REGISTRY_FILE
 from .base import BaseModel, NeuralModel, read_saved_meta
 from .livae import LiVAE
 from ..modules.livae import LiVAEModule
-from .presets import IVAE, VAE
+from .presets import IVAE, VAE, LiVAECellTypes
 
 #: Full registry records: name -> {target, family, modalities, requires, extra} (``geovae/schemas/registry.yaml``).
 SPECS: dict[str, dict[str, Any]] = registry_specs()
@@ -115,5 +115,5 @@ class _ModelsView(dict):
 MODELS: dict[str, type] = _ModelsView()
 
 
-__all__ = ["BaseModel", "NeuralModel", "LiVAE", "LiVAEModule", "VAE", "IVAE", "REGISTRY", "SPECS", "FAMILIES", "MODELS",
-           "register", "available_models", "get_model", "load_model"]
+__all__ = ["BaseModel", "NeuralModel", "LiVAE", "LiVAEModule", "VAE", "IVAE", "LiVAECellTypes", "REGISTRY", "SPECS",
+           "FAMILIES", "MODELS", "register", "available_models", "get_model", "load_model"]
