@@ -85,9 +85,15 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     # training variants (options in MODEL_TRAIN): why clustering falls with training length (bench_epochs.py)
     "livae_eps": ("livae", {}),
     "livae_lr3e-4": ("livae", {}),
+    # model-input variant (options in MODEL_INPUT): what the z-scoring and clipping of the input cost
+    "livae_noscale": ("livae", {}),
 }
 #: Training options of a benchmark model beyond the pipeline's (Adam eps 0.01 is scvi-tools' setting).
 MODEL_TRAIN: dict[str, dict[str, Any]] = {"livae_eps": {"adam_eps": 0.01}, "livae_lr3e-4": {"lr": 3e-4}}
+#: Model-input recipe of a benchmark model beyond the pipeline's (``set_model_input``'s ``center_scale``, ``clip``).
+MODEL_INPUT: dict[str, dict[str, Any]] = {"livae_noscale": {"center_scale": False, "clip": None}}
+#: Models that differ from livae by one training or input option, tested against it (not in the zoo run).
+VARIANTS = [*MODEL_TRAIN, *MODEL_INPUT]
 REFERENCE = "livae"
 #: The trade-off curve, in order: model -> Lorentz weight (None: no bottleneck path, the paper's VAE ablation).
 TRADEOFF: dict[str, float | None] = {"vae": None, "livae_lw0": 0.0, "livae_lw1": 1.0, "livae_lw3": 3.0,
@@ -109,7 +115,7 @@ LATENT_FIDELITY = {"DC_latent": "DC", "Q_local_latent": "Q_local", "Q_global_lat
 
 #: What --quick and --smoke change (explicit flags still win).
 FULL = {"datasets": list(DATASETS),
-        "models": [m for m in MODELS if (m not in TRADEOFF or m in ("livae", "vae")) and m not in MODEL_TRAIN],
+        "models": [m for m in MODELS if (m not in TRADEOFF or m in ("livae", "vae")) and m not in VARIANTS],
         "seeds": [0, 1, 2, 3, 4], "max_epochs": None, "max_cells": None}
 TRADEOFF_MODE = {"models": list(TRADEOFF), "seeds": [0, 1, 2]}
 QUICK = {"models": ["livae", "livae_unsquared", "vae", "betavae", "pca"], "seeds": [0, 1], "max_epochs": 20,
@@ -177,13 +183,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_models(names: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+def resolve_models(names: list[str], trains: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
     """Benchmark name -> (registry model, params); scVI dropped, with a printed reason, without scvi-tools.
 
     Parameters
     ----------
     names
         Benchmark names (:data:`MODELS`) or registry names.
+    trains
+        False (``--report-only``): nothing is trained, so scVI's runs are reported without scvi-tools.
 
     Returns
     -------
@@ -197,7 +205,7 @@ def resolve_models(names: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         model, params = MODELS.get(name, (name, {}))
         if model not in REGISTRY:
             raise SystemExit(f"unknown model {name!r}; benchmark names {list(MODELS)}, registry {sorted(REGISTRY)}")
-        if model == "scvi":
+        if model == "scvi" and trains:
             try:
                 from geovae.models.scvi_models import import_scvi
                 import_scvi("scvi")
@@ -280,7 +288,7 @@ def expression_reference(data, threads: int):
 
 
 def run_one(data, model: str, params: dict[str, Any], seed: int, train: dict[str, Any], reference,
-            threads: int) -> pd.DataFrame:
+            threads: int, model_input: dict[str, Any] | None = None) -> pd.DataFrame:
     """Train one model with one seed, embed with UMAP and score it.
 
     Parameters
@@ -297,6 +305,8 @@ def run_one(data, model: str, params: dict[str, Any], seed: int, train: dict[str
         ``(indices, LatentNeighbourhood)`` of :func:`expression_reference`.
     threads
         Limit of BLAS/OpenMP threads in the metrics.
+    model_input
+        A model-input recipe other than the preprocessing's (``center_scale``, ``clip``).
 
     Returns
     -------
@@ -308,6 +318,9 @@ def run_one(data, model: str, params: dict[str, Any], seed: int, train: dict[str
     from geovae.options import METRICS
 
     adata = data.copy()
+    if model_input:
+        from geovae.preprocessing.input import set_model_input
+        set_model_input(adata, adata.uns["geovae_input"]["modality"], **model_input)
     start = time.perf_counter()
     instance = geovae.tl.embed(adata, model=model, key_added="X_latent", params=params, train=train, seed=seed)
     seconds = time.perf_counter() - start
@@ -564,7 +577,7 @@ def tradeoff_verdicts(table: pd.DataFrame, reference: str = REFERENCE) -> pd.Dat
 
 
 def training_variant_tests(long: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
-    """Each training variant of :data:`MODEL_TRAIN` that ran against ``reference``, paired over (dataset, seed).
+    """Each variant of :data:`VARIANTS` (training or model input) that ran against ``reference``, paired over units.
 
     Returns
     -------
@@ -575,7 +588,7 @@ def training_variant_tests(long: pd.DataFrame, reference: str = REFERENCE) -> pd
     """
     metrics = TRADEOFF_CLUSTERING + TRADEOFF_GEOMETRY
     parts = []
-    for model in [m for m in MODEL_TRAIN if m in set(long["model"])]:
+    for model in [m for m in VARIANTS if m in set(long["model"])]:
         table = two_model_tests(long, model, reference, metrics)
         parts.append(table.rename(columns={f"{model}_mean": "mean", f"{reference}_mean": "reference_mean",
                                            "mean_difference": "difference"}).assign(model=model))
@@ -752,7 +765,7 @@ def run_all(args: argparse.Namespace, models: dict[str, tuple[str, dict[str, Any
             model, params = models[name]
             start = time.perf_counter()
             table = run_one(data, model, params, seed, {**train, **MODEL_TRAIN.get(name, {})}, reference,
-                            args.threads)
+                            args.threads, MODEL_INPUT.get(name))
             table.insert(0, "seed", seed)
             table.insert(0, "model", name)
             table.insert(0, "dataset", dataset)
@@ -772,7 +785,7 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
     summary = summarise(long)
     summary.to_csv(out / "realdata_summary.tsv", sep="\t", index=False, float_format="%.6g")
     # the comparison of the zoo leaves the curve's extra weights out (they may have run fewer seeds)
-    curve_only = [m for m in TRADEOFF if m not in (REFERENCE, "vae")] + list(MODEL_TRAIN)
+    curve_only = [m for m in TRADEOFF if m not in (REFERENCE, "vae")] + VARIANTS
     paired = paired_tests(long[~long["model"].isin(curve_only)])
     paired.to_csv(out / "realdata_paired.tsv", sep="\t", index=False, float_format="%.6g")
     table1 = table1_directions(long)
@@ -817,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     # umap-learn says it runs single-threaded under a fixed random_state (the pipeline's choice) once per run
     warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
     torch.set_num_threads(args.threads)
-    models = resolve_models(args.models)
+    models = resolve_models(args.models, trains=not args.report_only)
     args.out.mkdir(parents=True, exist_ok=True)
     text = header(args, list(models))
     print(text, flush=True)
