@@ -87,13 +87,16 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "livae_lr3e-4": ("livae", {}),
     # model-input variant (options in MODEL_INPUT): what the z-scoring and clipping of the input cost
     "livae_noscale": ("livae", {}),
+    # size variants: the latent (paper 10) and the bottleneck (paper 2)
+    "livae_latent20": ("livae", {"latent_dim": 20}),
+    "livae_bottleneck8": ("livae", {"bottleneck_dim": 8}),
 }
 #: Training options of a benchmark model beyond the pipeline's (Adam eps 0.01 is scvi-tools' setting).
 MODEL_TRAIN: dict[str, dict[str, Any]] = {"livae_eps": {"adam_eps": 0.01}, "livae_lr3e-4": {"lr": 3e-4}}
 #: Model-input recipe of a benchmark model beyond the pipeline's (``set_model_input``'s ``center_scale``, ``clip``).
 MODEL_INPUT: dict[str, dict[str, Any]] = {"livae_noscale": {"center_scale": False, "clip": None}}
-#: Models that differ from livae by one training or input option, tested against it (not in the zoo run).
-VARIANTS = [*MODEL_TRAIN, *MODEL_INPUT]
+#: Models that differ from livae by one training, input or size option, tested against it (not in the zoo run).
+VARIANTS = [*MODEL_TRAIN, *MODEL_INPUT, "livae_latent20", "livae_bottleneck8"]
 REFERENCE = "livae"
 #: The trade-off curve, in order: model -> Lorentz weight (None: no bottleneck path, the paper's VAE ablation).
 TRADEOFF: dict[str, float | None] = {"vae": None, "livae_lw0": 0.0, "livae_lw1": 1.0, "livae_lw3": 3.0,
