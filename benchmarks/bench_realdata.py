@@ -438,6 +438,31 @@ def paired_tests(long: pd.DataFrame, reference: str = REFERENCE, metrics: list[s
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COMPARISON_COLUMNS)
 
 
+def partial_models(long: pd.DataFrame, reference: str = REFERENCE) -> list[str]:
+    """Models of ``long`` missing some of the (dataset, seed) units ``reference`` ran.
+
+    The project's comparison of several models pairs them on the units all of them ran, so one such
+    model would shrink every comparison to its units; :func:`report` compares them alone instead.
+
+    Parameters
+    ----------
+    long
+        Columns ``dataset, model, seed, ...``.
+    reference
+        The model whose units count as complete.
+
+    Returns
+    -------
+    list of str
+        The incomplete models, in the order they first appear.
+    """
+    units = long[["model", "dataset", "seed"]].drop_duplicates()
+    ran = units.groupby("model", sort=False).apply(lambda t: set(zip(t["dataset"], t["seed"])))
+    if reference not in ran.index:
+        return []
+    return [model for model, got in ran.items() if model != reference and not ran[reference] <= got]
+
+
 def two_model_tests(long: pd.DataFrame, first: str, second: str, metrics: list[str]) -> pd.DataFrame:
     """``first`` against ``second`` alone on ``metrics``, paired over (dataset, seed), with the project's tests.
 
@@ -789,8 +814,22 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
     summary.to_csv(out / "realdata_summary.tsv", sep="\t", index=False, float_format="%.6g")
     # the comparison of the zoo leaves the curve's extra weights out (they may have run fewer seeds)
     curve_only = [m for m in TRADEOFF if m not in (REFERENCE, "vae")] + VARIANTS
-    paired = paired_tests(long[~long["model"].isin(curve_only)])
+    zoo = long[~long["model"].isin(curve_only)]
+    partial = partial_models(zoo)
+    paired = paired_tests(zoo[~zoo["model"].isin(partial)])
     paired.to_csv(out / "realdata_paired.tsv", sep="\t", index=False, float_format="%.6g")
+    partial_text = ""
+    if partial:
+        metrics = TRADEOFF_CLUSTERING + TRADEOFF_GEOMETRY
+        tables = [two_model_tests(long, REFERENCE, m, metrics).rename(columns={f"{m}_mean": "comparator_mean"})
+                  .assign(comparator=m) for m in partial]
+        table = pd.concat(tables, ignore_index=True)
+        table = table[["comparator", *[c for c in table.columns if c != "comparator"]]]
+        table.to_csv(out / "realdata_paired_partial.tsv", sep="\t", index=False, float_format="%.6g")
+        partial_text = "\n".join([
+            f"Models that ran on fewer (dataset, seed) units than {REFERENCE}, left out of the table above (one "
+            f"comparison over all models uses only the units all of them ran) and compared alone with "
+            f"{REFERENCE} over the units both ran:", "", table.to_markdown(index=False, floatfmt=".4g"), ""])
     table1 = table1_directions(long)
     table1.to_csv(out / "realdata_table1.tsv", sep="\t", index=False, float_format="%.6g")
     rule, decision = lorentz_rule(long)
@@ -819,6 +858,7 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
     return "\n".join([
         "## Metrics", "", markdown_tables(summary, HEADLINE, models),
         f"## Paired tests, {REFERENCE} - comparator, over {n_units} (dataset, seed) units", "", paired_text,
+        partial_text,
         "## The paper's Table 1 directions: livae > vae (two-model paired tests)", "",
         table1.to_markdown(index=False, floatfmt=".4g"), "",
         "## Lorentz distance rule (issue #23): livae_unsquared - livae", "",

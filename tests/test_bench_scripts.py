@@ -93,6 +93,18 @@ def test_bench_throughput_runs_geovae_variants_on_pbmc68k(tmp_path, capsys):
         bench.main(["--datasets", "pbmc", "--workdir", str(tmp_path)])
 
 
+def test_bench_sivae_atac_prints_one_line_per_gamma(capsys):
+    # one epoch a phase on the SIMULATED sim_atac, with and without the interpretability term
+    bench = _load("bench_sivae_atac")
+    bench.main(["--warmups", "0", "--gammas", "0.05", "0", "--max-epochs", "1", "--joint-epochs", "1",
+                "--threads", "1"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "feature-phase KL" in line]
+    assert [line.split()[2] for line in lines] == ["0.05", "0"]
+    for line in lines:
+        nmi = float(line.split("NMI ")[1].split()[0])
+        assert 0.0 <= nmi <= 1.0 and "epochs " in line
+
+
 @pytest.mark.integration
 def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes(tmp_path, capsys):
     # the scale driver end to end at two tiny sizes: SIMULATED data, the real workflow, the table and TSV
