@@ -181,3 +181,20 @@ def test_training_variants_are_tested_against_livae():
     assert by.loc["NMI", "difference"] == pytest.approx(0.04, abs=0.01) and by.loc["NMI", "p_value"] < 0.05
     assert bench.tradeoff_verdicts(table).set_index("model").loc["livae_eps", "verdict"] == "better default"
     assert bench.training_variant_tests(long[long["model"] != "livae_eps"]).empty
+
+
+def test_a_model_with_fewer_units_is_compared_alone(tmp_path):
+    # sivae ran on one dataset only: the zoo's table keeps all 6 units, sivae gets its own 2-unit test
+    bench = _load()
+    long = _made_up({"livae": 0.1, "vae": 0.0, "sivae": 0.05})
+    first = long["dataset"].iloc[0]
+    long = long[(long["model"] != "sivae") | (long["dataset"] == first)]
+    assert bench.partial_models(long) == ["sivae"]
+    assert bench.partial_models(long[long["model"] != "sivae"]) == []
+    text = bench.report(long, ["livae", "vae", "sivae"], tmp_path)
+    paired = pd.read_csv(tmp_path / "realdata_paired.tsv", sep="\t")
+    assert set(paired["comparator"]) == {"vae"} and (paired["n_datasets"] == 6).all()
+    partial = pd.read_csv(tmp_path / "realdata_paired_partial.tsv", sep="\t")
+    ran = partial[partial["metric"].isin(["NMI", "ARI", "DC_umap", "Q_global_umap", "noise_resilience"])]
+    assert set(partial["comparator"]) == {"sivae"} and len(ran) == 5 and (ran["n_units"] == 2).all()
+    assert "compared alone with livae" in text
