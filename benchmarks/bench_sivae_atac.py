@@ -4,7 +4,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_sivae_atac.py [--warmups 0 30] [--seeds 0] [--max-epochs 100] \
-        [--likelihoods gaussian nb] [--gammas 0.05 0] [--joint-epochs 1]
+        [--likelihoods gaussian nb] [--gammas 0.05 0] [--joint-epochs 1] [--beta-kls 1 0.1]
 
 For every warm-up length (``kl_warmup_epochs``, epochs of a linearly rising KL weight in the cell-wise
 and joint phases) and seed, siVAE is trained on the built-in ``sim_atac`` (SIMULATED, preprocessed by
@@ -12,7 +12,7 @@ the pipeline's ATAC defaults) and the latent means are scored: KMeans (k = numbe
 ``random_state`` 42) NMI and ARI against ``obs["cell_type"]``, and the mean per-dimension standard
 deviation of the latent (near 0: collapsed onto the prior). ``--max-epochs`` caps every phase; the
 pipeline's cap is 300. ``--gammas`` sets the interpretability weight (the paper's 0.05; 0 removes the
-term), ``--joint-epochs`` caps the joint phase alone (1: the latent is, up to one joint epoch, the cell-wise
+term), ``--beta-kls`` the weight of both KL terms (1 the default), ``--joint-epochs`` caps the joint phase alone (1: the latent is, up to one joint epoch, the cell-wise
 VAE's of phase 1). Prints one line per run.
 """
 
@@ -28,21 +28,22 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def run(warmup: int, seed: int, max_epochs: int, data, labels: np.ndarray, likelihood: str = "gaussian",
-        gamma: float = 0.05, joint_epochs: int | None = None) -> str:
+        gamma: float = 0.05, joint_epochs: int | None = None, beta_kl: float = 1.0) -> str:
     """Train one siVAE and return its result line."""
     from geovae.models import get_model
 
     adata = data.copy()
     cls = get_model("sivae")
     cls.setup_anndata(adata, layer="counts")
-    model = cls(adata, kl_warmup_epochs=warmup, likelihood=likelihood, gamma=gamma)
+    model = cls(adata, kl_warmup_epochs=warmup, likelihood=likelihood, gamma=gamma, beta_kl=beta_kl)
     start = time.perf_counter()
     model.train(seed=seed, progress_bar=False, device="cpu", pretrain_epochs=max_epochs,
                 max_epochs=max_epochs if joint_epochs is None else joint_epochs)
     kl_v = model.history.loc[model.history["phase"] == "feature", "train_feature_kl"].iloc[-1]
     latent = model.get_latent_representation()
     pred = KMeans(len(np.unique(labels)), n_init=10, random_state=42).fit_predict(latent)
-    return (f"{likelihood} gamma {gamma:g} warmup {warmup:3d} seed {seed}: feature-phase KL {kl_v:.3f}, NMI {normalized_mutual_info_score(labels, pred):.3f} "
+    return (f"{likelihood} gamma {gamma:g} beta_kl {beta_kl:g} warmup {warmup:3d} seed {seed}: "
+            f"feature-phase KL {kl_v:.3f}, NMI {normalized_mutual_info_score(labels, pred):.3f} "
             f"ARI {adjusted_rand_score(labels, pred):.3f} latent sd {latent.std(0).mean():.3f} "
             f"epochs {model.metadata['n_epochs']} {time.perf_counter() - start:.0f} s")
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--likelihoods", nargs="+", default=["gaussian"], choices=["gaussian", "nb"],
                         help="siVAE likelihood: gaussian on the TF-IDF model input (default) or nb on the peak counts")
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.05], help="interpretability weights")
+    parser.add_argument("--beta-kls", type=float, nargs="+", default=[1.0], help="weights of both KL terms")
     parser.add_argument("--max-epochs", type=int, default=100, help="epoch cap of every phase")
     parser.add_argument("--joint-epochs", type=int, help="epoch cap of the joint phase (default: --max-epochs)")
     parser.add_argument("--threads", type=int, default=2)
@@ -69,10 +71,11 @@ def main(argv: list[str] | None = None) -> None:
           f"epoch cap {args.max_epochs} a phase", flush=True)
     for likelihood in args.likelihoods:
         for gamma in args.gammas:
-            for warmup in args.warmups:
-                for seed in args.seeds:
-                    print(run(warmup, seed, args.max_epochs, data, labels, likelihood, gamma, args.joint_epochs),
-                          flush=True)
+            for beta_kl in args.beta_kls:
+                for warmup in args.warmups:
+                    for seed in args.seeds:
+                        print(run(warmup, seed, args.max_epochs, data, labels, likelihood, gamma,
+                                  args.joint_epochs, beta_kl), flush=True)
 
 
 if __name__ == "__main__":
