@@ -850,10 +850,10 @@ def report(long: pd.DataFrame, models: list[str], out: Path) -> str:
     variants = training_variant_tests(long)
     if not variants.empty:
         variants.to_csv(out / "realdata_training_variants.tsv", sep="\t", index=False, float_format="%.6g")
-        rule = tradeoff_verdicts(variants)
+        variant_verdicts = tradeoff_verdicts(variants)
         curve_text += "\n".join(["", f"## Training variants against {REFERENCE} (paired over (dataset, seed))", "",
                                   variants.to_markdown(index=False, floatfmt=".4g"), "",
-                                  rule.to_markdown(index=False), ""])
+                                  variant_verdicts.to_markdown(index=False), ""])
     n_units = long.groupby(["dataset", "seed"]).ngroups
     heading = [m for m in HEADLINE if m in set(long["metric"])]
     paired_text = (comparison_markdown(paired[paired["metric"].isin(heading)]) if not paired.empty

@@ -198,3 +198,14 @@ def test_a_model_with_fewer_units_is_compared_alone(tmp_path):
     ran = partial[partial["metric"].isin(["NMI", "ARI", "DC_umap", "Q_global_umap", "noise_resilience"])]
     assert set(partial["comparator"]) == {"sivae"} and len(ran) == 5 and (ran["n_units"] == 2).all()
     assert "compared alone with livae" in text
+
+
+def test_the_lorentz_rule_section_shows_the_rule_with_variants_present(tmp_path):
+    # a training variant in the table must not replace the rule's table in the printed report
+    bench = _load()
+    long = _made_up({"livae": 0.1, "livae_unsquared": 0.1, "livae_eps": 0.1})
+    text = bench.report(long, ["livae", "livae_unsquared", "livae_eps"], tmp_path)
+    section = text.split("## Lorentz distance rule")[1].split("\n## ")[0]
+    rule = pd.read_csv(tmp_path / "realdata_lorentz_rule.tsv", sep="\t")
+    assert set(rule["metric"]) <= set(bench.RULE_CLUSTERING + bench.RULE_GEOMETRY)
+    assert all(f"| {metric} " in section for metric in rule["metric"]) and "verdict " not in section
