@@ -164,6 +164,7 @@ def test_modes_pick_their_models():
     bench = _load()
     full = bench.parse_args([])
     assert "livae_lw3" not in full.models and {"livae", "vae", "sivae", "pca"} <= set(full.models)
+    assert not set(bench.NOT_IN_FULL) & set(full.models)  # variants run on demand only
     curve = bench.parse_args(["--tradeoff"])
     assert curve.mode == "tradeoff" and curve.models == list(bench.TRADEOFF) and curve.seeds == [0, 1, 2]
     assert bench.MODELS["livae_lw30"] == ("livae", {"lorentz_weight": 30.0})
