@@ -19,6 +19,7 @@ VAE's of phase 1). Prints one line per run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -69,13 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     labels = data.obs["cell_type"].astype(str).to_numpy()
     print(f"sim_atac (SIMULATED): {data.n_obs} cells x {data.n_vars} peaks, {len(np.unique(labels))} types; "
           f"epoch cap {args.max_epochs} a phase", flush=True)
-    for likelihood in args.likelihoods:
-        for gamma in args.gammas:
-            for beta_kl in args.beta_kls:
-                for warmup in args.warmups:
-                    for seed in args.seeds:
-                        print(run(warmup, seed, args.max_epochs, data, labels, likelihood, gamma,
-                                  args.joint_epochs, beta_kl), flush=True)
+    for likelihood, gamma, beta_kl, warmup, seed in itertools.product(args.likelihoods, args.gammas, args.beta_kls,
+                                                                      args.warmups, args.seeds):
+        print(run(warmup, seed, args.max_epochs, data, labels, likelihood, gamma, args.joint_epochs, beta_kl),
+              flush=True)
 
 
 if __name__ == "__main__":
