@@ -10,6 +10,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     adata = ad.read_h5ad(snakemake.input[0])
     table = evaluate(adata, latent_key="X_latent", label_key=params.label_key or None,
                      batch_key=params.batch_key or None, n_subsample=params.settings["n_subsample"],
+                     n_graph_subsample=params.settings["n_graph_subsample"],
                      seed=params.settings["seed"], mode=params.data_type,
                      program_key="program_usage" if "program_usage" in adata.obsm else None)
     table.insert(0, "seed", int(wc.seed))

@@ -207,6 +207,22 @@ def test_early_stopping_restores_best_weights(min_delta, best):
     assert module.w_at_epoch[-1] > module.w_at_epoch[best - 1]  # training had moved on
 
 
+def test_epoch_budget_caps_epochs_on_large_data():
+    """scvi-tools' rule: epochs = min(max_epochs, round(epoch_budget / cells)); 0 turns it off."""
+    from geovae.training import TrainingConfig, train_module
+
+    cfg = TrainingConfig(max_epochs=300)
+    assert [cfg.epochs_for(n) for n in (700, 26_666, 100_000, 1_000_000, 10**9)] == [300, 300, 80, 8, 1]
+    assert TrainingConfig(max_epochs=300, epoch_budget=0).epochs_for(1_000_000) == 300
+    with pytest.raises(ValueError, match="epoch_budget"):
+        TrainingConfig(epoch_budget=-1)
+    cfg = TrainingConfig(max_epochs=12, epoch_budget=200, batch_size=10, lr=0.1, early_stopping=False,
+                         progress_bar=False, device="cpu")  # 200 cell-epochs / 50 cells = 4 epochs
+    result = train_module(_ScriptedModule([1.0] * 12), _ToyData(), cfg)
+    assert result.metadata["n_epochs"] == len(result.history) == 4
+    assert result.metadata["config"]["max_epochs"] == 4 and result.metadata["config"]["epoch_budget"] == 200
+
+
 def test_no_validation_set(data):
     adata, _ = data
     model = LiVAE(adata)

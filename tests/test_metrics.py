@@ -25,6 +25,7 @@ from geovae.metrics import (
     embedding_fidelity,
     evaluate,
     fidelity_from_qnx,
+    graph_subsample,
     ilisi,
     intrinsic_metrics,
     knn_accuracy,
@@ -439,6 +440,31 @@ def test_evaluate_table(caplog: pytest.LogCaptureFixture) -> None:
     assert "NMI" not in got and "iLISI" not in got and "1 batch" in caplog.text
     with pytest.raises(KeyError, match="X_missing"):
         evaluate(adata, latent_key="X_missing")
+
+
+def test_evaluate_graph_subsample() -> None:
+    """Above n_graph_subsample labelled cells, the Leiden sweep and kNN accuracy use a seeded subsample."""
+    adata = make_adata()
+    adata.obsm["X_latent"] = adata.obsm["X_latent"] + 2.0 * np.random.default_rng(3).normal(
+        size=adata.obsm["X_latent"].shape)  # overlapping types: the scores depend on the cells
+    labels = adata.obs["cell_type"]
+    rows = graph_subsample(labels, 300, seed=2)
+    assert rows.size == 300 and np.all(np.diff(rows) > 0) and not labels.iloc[rows].isna().any()
+    assert np.array_equal(graph_subsample(labels, 0), np.flatnonzero(labels.notna()))
+    assert np.array_equal(graph_subsample(labels, None), graph_subsample(labels, 10_000))
+    kw = dict(label_key="cell_type", embedding_keys={}, seed=2)
+    got = evaluate(adata, n_graph_subsample=300, **kw)
+    values = dict(zip(got.metric, got.value))
+    Z, lab = adata.obsm["X_latent"], labels.to_numpy()
+    assert got.attrs["n_graph_cells"] == 300
+    assert values["NMI_leiden"] == pytest.approx(leiden_metrics(Z[rows], lab[rows], seed=2)["NMI_leiden"])
+    assert values["kNN_accuracy"] == pytest.approx(knn_accuracy(Z[rows], lab[rows], seed=2)["kNN_accuracy"])
+    full = evaluate(adata, n_graph_subsample=None, **kw)
+    full_values = dict(zip(full.metric, full.value))
+    assert full.attrs["n_graph_cells"] == 690
+    assert full_values["kNN_accuracy"] == pytest.approx(knn_accuracy(Z, lab, seed=2)["kNN_accuracy"])
+    assert full_values["kNN_accuracy"] != pytest.approx(values["kNN_accuracy"])
+    assert full_values["NMI"] == values["NMI"]  # KMeans always on every labelled cell
 
 
 def test_evaluate_programs() -> None:

@@ -191,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise KeyError(f"--latent-key '{args.latent_key}' is not in obsm of '{args.input}'; "
                        f"available: {', '.join(adata.obsm.keys()) or 'none'}")
     table = evaluate(adata, latent_key=args.latent_key, label_key=args.label_key, batch_key=args.batch_key,
-                     n_subsample=args.n_subsample or None, seed=args.seed, mode=args.mode,
+                     n_subsample=args.n_subsample or None,
+                     n_graph_subsample=args.n_graph_subsample or None, seed=args.seed, mode=args.mode,
                      leiden=not args.no_leiden, n_jobs=args.threads)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -466,6 +467,9 @@ def _add_evaluate_command(sub: Any, fmt: type) -> None:
                    help=f"cells used by the O(n^2) metrics (default {METRICS.n_subsample}; 0 = all)")
     p.add_argument("--seed", type=int, default=METRICS.seed,
                    help=f"seed of the subsample and Leiden (default {METRICS.seed})")
+    p.add_argument("--n-graph-subsample", type=int, default=METRICS.n_graph_subsample,
+                   help=f"labelled cells of the Leiden sweep and kNN accuracy (default {METRICS.n_graph_subsample}; "
+                        "0 = all)")
     p.add_argument("--no-leiden", action="store_true", help="skip the Leiden sweep and kNN accuracy")
     p.add_argument("--threads", type=int, help="thread limit")
     p.add_argument("--out", metavar="TSV", help="output file (default: stdout)")

@@ -112,6 +112,9 @@ class TrainingConfig:
     """
 
     max_epochs: int = opt(300, "epoch cap (early stopping usually ends training earlier)", type="integer", minimum=1)
+    epoch_budget: int = opt(8_000_000, "cells x epochs: on large datasets the epoch cap is lowered to "
+                            "round(epoch_budget / cells) (scvi-tools' rule, 400 epochs at 20,000 cells; binds above "
+                            "26,667 cells at max_epochs 300); 0: no budget", type="integer", minimum=0)
     batch_size: int = opt(128, "minibatch size (LiVAE paper section 2.7)", type="integer", minimum=2)
     lr: float = opt(1e-3, "Adam learning rate (benchmarks/lr_sweep.py)", type="number", exclusiveMinimum=0)
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda or cuda:N", type="string",
@@ -142,6 +145,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.epoch_budget < 0:
+            raise ValueError(f"epoch_budget must be >= 0, got {self.epoch_budget}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
@@ -156,6 +161,24 @@ class TrainingConfig:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.divergence_restarts < 0:
             raise ValueError(f"divergence_restarts must be >= 0, got {self.divergence_restarts}")
+
+    def epochs_for(self, n_cells: int) -> int:
+        """Epoch cap for a dataset of ``n_cells``: ``max_epochs``, lowered by ``epoch_budget`` on large data.
+
+        Parameters
+        ----------
+        n_cells
+            Cells (rows) of the training data, validation cells included.
+
+        Returns
+        -------
+        int
+            ``min(max_epochs, max(1, round(epoch_budget / n_cells)))``; ``max_epochs`` when the
+            budget is 0.
+        """
+        if not self.epoch_budget or n_cells <= 0:
+            return self.max_epochs
+        return min(self.max_epochs, max(1, round(self.epoch_budget / n_cells)))
 
 
 #: Every option :meth:`train` of a model accepts (the fields of :class:`TrainingConfig`).
@@ -311,7 +334,7 @@ def _scvi_device(accelerator: Any, devices: Any, owner: str) -> str:
 
 #: Training options set in the workflow's ``train`` block (the others come from elsewhere: ``device``
 #: is a top-level key, ``seed`` the run's wildcard, checkpoints and the progress bar the train rule's).
-WORKFLOW_TRAIN_KEYS = ("max_epochs", "batch_size", "lr", "early_stopping", "validation_fraction", "patience",
+WORKFLOW_TRAIN_KEYS = ("max_epochs", "epoch_budget", "batch_size", "lr", "early_stopping", "validation_fraction", "patience",
                        "min_delta", "grad_clip", "use_amp", "cpu_amp", "weight_decay", "adam_eps",
                        "checkpoint_every", "divergence_restarts")
 
@@ -336,7 +359,10 @@ class MetricsOptions:
     """Embedding metrics (``metrics``)."""
 
     n_subsample: int = opt(3000, "seeded cells used by the O(n^2) fidelity metrics (0: all)", type="integer", minimum=0)
-    seed: int = opt(0, "seed of the subsample and of Leiden", type="integer", minimum=0)
+    n_graph_subsample: int = opt(50000, "seeded labelled cells used by the kNN-graph label metrics (Leiden sweep, "
+                                 "kNN accuracy) when a dataset has more (0: all); bounds their cost at atlas size",
+                                 type="integer", minimum=0)
+    seed: int = opt(0, "seed of the subsamples and of Leiden", type="integer", minimum=0)
     mode: str = opt("steady_state", "intrinsic-metric mode when the sheet gives no data_type",
                     type="string", enum=["steady_state", "trajectory"])
 

@@ -8,7 +8,8 @@ Everything works on numpy arrays; :func:`evaluate` runs the whole suite on an An
 returns a tidy table.
 
 - clustering: :func:`clustering_metrics` (NMI, ARI, AMI, ASW, ASW_label, CAL, DAV, COR),
-  :func:`leiden_metrics`, :func:`knn_accuracy`
+  :func:`leiden_metrics`, :func:`knn_accuracy`,
+  :func:`graph_subsample`
 - embedding fidelity: :func:`embedding_fidelity` (DC, Q_local, Q_global, K_max,
   overall_embedding_quality), :class:`LatentNeighbourhood` to share the latent side between
   embeddings, :func:`coranking_qnx`, :func:`coranking_matrix`, :func:`subsample_indices`
@@ -18,7 +19,7 @@ returns a tidy table.
 """
 
 from .batch import ilisi, lisi_scores
-from .clustering import clustering_metrics, coupling_degree, knn_accuracy, leiden_metrics
+from .clustering import clustering_metrics, coupling_degree, graph_subsample, knn_accuracy, leiden_metrics
 from .evaluate import evaluate
 from .fidelity import (
     LatentNeighbourhood,
@@ -47,6 +48,7 @@ __all__ = [
     "ilisi",
     "intrinsic_metrics",
     "knn_accuracy",
+    "graph_subsample",
     "leiden_metrics",
     "lisi_scores",
     "precompute_latent",

@@ -149,6 +149,34 @@ def _silhouette(X: np.ndarray, groups: np.ndarray, name: str) -> float:
     return float(silhouette_score(X, groups))
 
 
+def graph_subsample(labels: Sequence | np.ndarray, n_max: int | None, seed: int = 0) -> np.ndarray:
+    """Rows of the labelled cells used by the kNN-graph label metrics, seeded when there are more than ``n_max``.
+
+    The Leiden resolution sweep and the kNN accuracy grow faster than the number of cells (a
+    graph search and 20 Leiden runs); above ``n_max`` labelled cells they run on a seeded uniform
+    subsample of them (:func:`geovae.metrics.subsample_indices` over the labelled cells), as the
+    fidelity metrics do, so every model of a dataset is scored on the same cells.
+
+    Parameters
+    ----------
+    labels
+        One label per cell; missing values mark unlabelled cells (never selected).
+    n_max
+        Largest number of cells; ``None`` or 0 keeps every labelled cell.
+    seed
+        Seed of the subsample.
+
+    Returns
+    -------
+    numpy.ndarray
+        Increasing int64 row indices into ``labels``.
+    """
+    from .fidelity import subsample_indices
+
+    labelled = np.flatnonzero(~pd.isna(pd.Series(labels)).to_numpy())
+    return labelled[subsample_indices(labelled.size, n_max or None, seed)]
+
+
 def leiden_metrics(
     Z: np.ndarray,
     labels: Sequence | np.ndarray,

@@ -15,6 +15,7 @@ from .batch import ilisi
 from .clustering import (
     clustering_metrics,
     coupling_degree,
+    graph_subsample,
     knn_accuracy,
     leiden_metrics,
 )
@@ -58,6 +59,7 @@ def evaluate(
     batch_key: str | None = None,
     embedding_keys: Mapping[str, str] | None = None,
     n_subsample: int | None = METRICS.n_subsample,
+    n_graph_subsample: int | None = METRICS.n_graph_subsample,
     seed: int = METRICS.seed,
     mode: Mode = METRICS.mode,  # type: ignore[assignment]
     program_key: str | None = None,
@@ -85,6 +87,10 @@ def evaluate(
     n_subsample
         Cells (seeded, :func:`subsample_indices`) used for the O(n^2) metrics: embedding
         fidelity and the silhouettes. ``None``: all cells.
+    n_graph_subsample
+        Labelled cells (seeded) used by the Leiden resolution sweep and the kNN accuracy when
+        there are more; ``None`` or 0: all labelled cells. KMeans and its scores always use
+        every labelled cell.
     seed
         Seed of the subsample, of Leiden and of the kNN-accuracy folds (KMeans keeps the
         authors' ``random_state=42``).
@@ -106,14 +112,15 @@ def evaluate(
         Columns ``metric``, ``value`` (float), ``category`` (one of :data:`CATEGORIES`;
         an embedding's category is its name).
         Fidelity metrics carry the embedding name as suffix (``DC_umap``, ``Q_local_tsne``, ...).
-        ``attrs`` records ``n_cells``, ``n_fidelity_cells``, ``seed``, ``latent_key``, ``mode`` and
+        ``attrs`` records ``n_cells``, ``n_fidelity_cells``, ``n_graph_cells`` (cells of the Leiden sweep
+        and kNN accuracy; 0 when not run), ``seed``, ``latent_key``, ``mode`` and
         ``not_applicable`` (metrics reported as NaN because ``label_key`` has fewer than 2 labels).
     """
     limits = threadpool_limits(limits=n_jobs) if n_jobs is not None else contextlib.nullcontext()
     with limits:
         return _evaluate(
-            adata, latent_key, label_key, batch_key, embedding_keys, n_subsample, seed, mode, program_key,
-            leiden, n_jobs,
+            adata, latent_key, label_key, batch_key, embedding_keys, n_subsample, n_graph_subsample, seed, mode,
+            program_key, leiden, n_jobs,
         )
 
 
@@ -124,6 +131,7 @@ def _evaluate(
     batch_key: str | None,
     embedding_keys: Mapping[str, str] | None,
     n_subsample: int | None,
+    n_graph_subsample: int | None,
     seed: int,
     mode: Mode,
     program_key: str | None,
@@ -142,6 +150,7 @@ def _evaluate(
         rows.extend((f"{name}{suffix}", float(value), category) for name, value in values.items())
 
     not_applicable: list[str] = []
+    n_graph = 0
     if label_key is not None:
         labels = _obs_column(adata, label_key, "labels")
         n_labels = int(labels.nunique(dropna=True))
@@ -156,8 +165,11 @@ def _evaluate(
         else:
             add(clustering_metrics(Z, labels, silhouette_indices=idx), "clustering")
             if leiden:
-                add(leiden_metrics(Z, labels, seed=seed), "clustering")
-                add(knn_accuracy(Z, labels, seed=seed), "clustering")
+                rows_g = graph_subsample(labels, n_graph_subsample, seed)
+                n_graph = int(rows_g.size)
+                Zg, labels_g = Z[rows_g], labels.iloc[rows_g].reset_index(drop=True)
+                add(leiden_metrics(Zg, labels_g, seed=seed), "clustering")
+                add(knn_accuracy(Zg, labels_g, seed=seed), "clustering")
 
     latent: LatentNeighbourhood | None = None
     for name, key in embeddings.items():
@@ -193,7 +205,7 @@ def _evaluate(
 
     table = pd.DataFrame(rows, columns=["metric", "value", "category"])
     table.attrs.update(
-        n_cells=n, n_fidelity_cells=int(idx.size), seed=seed, latent_key=latent_key, mode=mode,
+        n_cells=n, n_fidelity_cells=int(idx.size), n_graph_cells=n_graph, seed=seed, latent_key=latent_key, mode=mode,
         not_applicable=not_applicable,
     )
     return table

@@ -202,7 +202,8 @@ class ScviToolsModel(BaseModel):
         ----------
         **options
             Training options of :class:`geovae.options.TrainingConfig` (an unknown one raises
-            :class:`TypeError`). Mapped: ``max_epochs``, ``batch_size``, ``lr`` (when given; absent
+            :class:`TypeError`). Mapped: ``max_epochs`` (lowered by ``epoch_budget`` as in geovae's
+            own loop), ``batch_size``, ``lr`` (when given; absent
             keeps the scvi-tools default of the model: 1e-3 scVI and PoissonVI, 1e-4 PeakVI),
             ``device`` (accelerator and devices), ``early_stopping`` and ``patience`` (scvi-tools
             early stopping on the validation ELBO), ``validation_fraction`` (``train_size = 1 -
@@ -212,7 +213,7 @@ class ScviToolsModel(BaseModel):
         """
         cfg = training_config(options, owner=f"{type(self).__name__}.train")
         lr = options.get("lr")
-        max_epochs, batch_size, device, seed = cfg.max_epochs, cfg.batch_size, cfg.device, cfg.seed
+        max_epochs, batch_size, device, seed = cfg.epochs_for(self.adata.n_obs), cfg.batch_size, cfg.device, cfg.seed
         early_stopping, validation_fraction, patience = cfg.early_stopping, cfg.validation_fraction, cfg.patience
         progress_bar = cfg.progress_bar
         if early_stopping and float(validation_fraction) == 0.0:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Protocol
 
 import numpy as np
@@ -306,7 +306,8 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
     Seeds everything from ``config.seed`` (on CPU also enables torch's deterministic
     algorithms for the duration), splits off a seeded validation set, clips gradients,
     early-stops on the monitored loss and restores the best weights. The module is left
-    on the training device, in eval mode.
+    on the training device, in eval mode. On large data the epoch cap is lowered to
+    ``config.epochs_for(data.n_obs)`` (``epoch_budget`` cells x epochs).
 
     Every ``checkpoint_every`` epochs the whole loop state is snapshotted (weights, optimizer,
     RNGs, history; :mod:`geovae.training.checkpoint`) and, with ``checkpoint_dir``, written to
@@ -335,6 +336,11 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         resumed_from_epoch (None for a fresh run), divergence_restarts and final_lr.
     """
     cfg = config or TrainingConfig()
+    capped = cfg.epochs_for(data.n_obs)
+    if capped < cfg.max_epochs:
+        log.info("epoch cap %d (epoch_budget %d / %d cells; max_epochs %d; epoch_budget 0 lifts it)",
+                 capped, cfg.epoch_budget, data.n_obs, cfg.max_epochs)
+        cfg = replace(cfg, max_epochs=capped)
     device = resolve_device(cfg.device)
     info = device_info(device)
     log.info("training on %s (%s)%s", info["device"], info["device_name"],
