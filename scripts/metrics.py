@@ -1,13 +1,12 @@
 """Rule metrics: embedding.h5ad -> tidy metrics.tsv (dataset, model, seed, metric, value)."""
 
-import anndata as ad
-
 from geovae.metrics import evaluate
+from geovae.run_folder import read_latent
 from geovae.runinfo import atomic_outputs, log_to
 
 with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
-    adata = ad.read_h5ad(snakemake.input[0])
+    adata = read_latent(snakemake.input[0])  # the latent, maps and labels; not the expression
     table = evaluate(adata, latent_key="X_latent", label_key=params.label_key or None,
                      batch_key=params.batch_key or None, n_subsample=params.settings["n_subsample"],
                      n_graph_subsample=params.settings["n_graph_subsample"],

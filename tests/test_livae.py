@@ -208,11 +208,12 @@ def test_early_stopping_restores_best_weights(min_delta, best):
 
 
 def test_epoch_budget_caps_epochs_on_large_data():
-    """scvi-tools' rule: epochs = min(max_epochs, round(epoch_budget / cells)); 0 turns it off."""
+    """epochs = min(max_epochs, round(epoch_budget / cells)), at least 1; 0 turns it off."""
     from geovae.training import TrainingConfig, train_module
 
     cfg = TrainingConfig(max_epochs=300)
-    assert [cfg.epochs_for(n) for n in (700, 26_666, 100_000, 1_000_000, 10**9)] == [300, 300, 80, 8, 1]
+    assert [cfg.epochs_for(n) for n in (700, 6_666, 100_000, 1_000_000, 10**9)] == [300, 300, 20, 2, 1]
+    assert TrainingConfig(max_epochs=300, epoch_budget=8_000_000).epochs_for(100_000) == 80  # scvi-tools' rule
     assert TrainingConfig(max_epochs=300, epoch_budget=0).epochs_for(1_000_000) == 300
     with pytest.raises(ValueError, match="epoch_budget"):
         TrainingConfig(epoch_budget=-1)

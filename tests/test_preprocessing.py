@@ -217,6 +217,46 @@ def test_preprocess_rna_output_convention(sim_rna):
     assert np.abs(z.mean(0)).max() < 0.05  # ~0 (exactly 0 before clipping)
 
 
+def test_sparse_helpers_are_the_same_in_chunks(monkeypatch):
+    """The atlas-size chunking of col_mean_var / scale_rows gives the one-pass results."""
+    from geovae.preprocessing import _sparse
+
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 40, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    X[5] = 0  # an empty row
+    X.eliminate_zeros()
+    factors = rng.random(300) * 100
+    whole = _sparse.col_mean_var(X), _sparse.scale_rows(X, factors)
+    monkeypatch.setattr(_sparse, "NNZ_CHUNK", 7)  # many chunks, with rows split across them
+    mean, var = _sparse.col_mean_var(X)
+    np.testing.assert_allclose(mean, whole[0][0], rtol=1e-12)
+    np.testing.assert_allclose(var, whole[0][1], rtol=1e-9, atol=1e-12)
+    blocks = _sparse.row_blocks(X)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 300 and all(a < b for a, b in blocks)
+    assert all(b1 == a2 for (_, b1), (a2, _) in zip(blocks, blocks[1:])) and len(blocks) > 10
+    scaled = _sparse.scale_rows(X, factors)
+    assert scaled.dtype == np.float32 and np.array_equal(scaled.data, whole[1].data)
+    np.testing.assert_array_equal(scaled.toarray(), (X.toarray() * factors[:, None]).astype(np.float32))
+    from geovae.interpretation.components import component_gene_correlations
+
+    z = rng.normal(size=(300, 3))
+    chunked = component_gene_correlations(X, z)
+    monkeypatch.setattr(_sparse, "NNZ_CHUNK", 1 << 24)
+    np.testing.assert_allclose(chunked, component_gene_correlations(X, z), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(chunked, component_gene_correlations(X.toarray(), z), rtol=1e-8, atol=1e-10)
+
+
+def test_preprocess_rna_keeps_its_input_intact_when_everything_passes(sim_rna):
+    """With every cell and gene kept, the output shares no buffer with the input."""
+    detected = np.flatnonzero(np.asarray((sim_rna.X > 0).sum(axis=0)).ravel() > 0)
+    raw = sim_rna[:, detected[:300]].copy()
+    before = raw.X.copy()
+    out = preprocess_rna(raw, n_top_genes=300, qc="fixed", min_genes=1, min_cells=1, max_pct_mito=100.0)
+    assert out.n_obs == raw.n_obs and out.n_vars == raw.n_vars
+    out.layers["counts"].data[:] = -1
+    assert (raw.X != before).nnz == 0
+
+
 def test_preprocessed_h5ad_round_trip(sim_rna, tmp_path):
     import anndata
 

@@ -112,9 +112,10 @@ class TrainingConfig:
     """
 
     max_epochs: int = opt(300, "epoch cap (early stopping usually ends training earlier)", type="integer", minimum=1)
-    epoch_budget: int = opt(8_000_000, "cells x epochs: on large datasets the epoch cap is lowered to "
-                            "round(epoch_budget / cells) (scvi-tools' rule, 400 epochs at 20,000 cells; binds above "
-                            "26,667 cells at max_epochs 300); 0: no budget", type="integer", minimum=0)
+    epoch_budget: int = opt(2_000_000, "cells x epochs: the epoch cap becomes round(epoch_budget / cells) when that "
+                            "is lower, i.e. at most ~15,600 minibatch steps on large data (binds above 6,667 cells "
+                            "at max_epochs 300; early stopping ended LiVAE within 0.9M on real sets up to 8,617 "
+                            "cells); 8000000 is scvi-tools' rule; 0: no budget", type="integer", minimum=0)
     batch_size: int = opt(128, "minibatch size (LiVAE paper section 2.7)", type="integer", minimum=2)
     lr: float = opt(1e-3, "Adam learning rate (benchmarks/lr_sweep.py)", type="number", exclusiveMinimum=0)
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda or cuda:N", type="string",

@@ -106,6 +106,10 @@ def write_training_outputs(model: Any, adata: ad.AnnData, *, model_dir: str | Pa
 def read_latent(path: str | Path, cells: pd.Index | None = None) -> ad.AnnData:
     """Read a run's ``latent.h5ad`` (or an ``embedding.h5ad``, which carries the same fields).
 
+    Only the cell and feature annotations are read (``obs``, ``var``, ``obsm``, ``varm``, ``uns``):
+    not ``X``, ``layers`` or ``obsp``, so an atlas's expression matrix in ``embedding.h5ad`` is not
+    loaded by the rules that need its latent and maps only.
+
     Parameters
     ----------
     path
@@ -117,7 +121,12 @@ def read_latent(path: str | Path, cells: pd.Index | None = None) -> ad.AnnData:
     -------
     anndata.AnnData
     """
-    result = ad.read_h5ad(path)
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        result = ad.AnnData(**{key: read_elem(handle[key]) for key in ("obs", "var", "obsm", "varm", "uns")
+                               if key in handle})
     if "X_latent" not in result.obsm:
         raise ValueError(f"{path}: no obsm['X_latent']; is it a geovae run's latent.h5ad or embedding.h5ad?")
     if cells is not None and list(result.obs_names) != list(map(str, cells)):

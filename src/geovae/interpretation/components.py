@@ -26,6 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from geovae.preprocessing._sparse import col_sums, row_blocks
+
 Method = Literal["pearson", "spearman"]
 
 UNS_KEY = "geovae_components"
@@ -90,11 +92,13 @@ def _pearson(expr: Any, z: np.ndarray, chunk_size: int | None) -> np.ndarray:
     zc, norm_z = _standardize_columns(z)
     if sp.issparse(expr):
         x = expr if expr.format == "csr" else sp.csr_matrix(expr)
-        # sum_i (x_i - mean_x) zc_i = sum_i x_i zc_i because zc sums to zero: no densifying needed.
-        cov = np.asarray(x.T @ zc, dtype=np.float64)
-        data = x.data.astype(np.float64)
-        sums = np.bincount(x.indices, weights=data, minlength=g)
-        sq = np.bincount(x.indices, weights=data * data, minlength=g)
+        # sum_i (x_i - mean_x) zc_i = sum_i x_i zc_i because zc sums to zero: no densifying needed;
+        # in row blocks of bounded size, so the float64 copy scipy makes stays small on an atlas
+        cov = np.zeros((g, z.shape[1]))
+        for start, stop in row_blocks(x):
+            block = x if (start, stop) == (0, n) else x[start:stop]
+            cov += np.asarray(block.T @ zc[start:stop], dtype=np.float64)
+        sums, sq = col_sums(x)
         var_sum = np.maximum(sq - sums * sums / n, 0.0)
         var_sum[var_sum <= _REL_TOL**2 * sq] = 0.0  # constant up to rounding
         return _safe_ratio(cov, np.sqrt(var_sum), norm_z)

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
 from anndata import AnnData
 
 from ..options import RNA
@@ -160,8 +161,14 @@ def qc_rna(
             f"of {adata.n_obs}; lower preprocess.rna.min_cells, or keep more cells (QC record: {record['table']})")
 
     mito = _mito_mask(adata, mito_prefix)
-    out = adata[keep_cells, keep_genes].copy()
-    out.X = X[keep_cells][:, keep_genes]
+    # everything but X copied through a shell sharing adata's parts (X itself is subset once, below)
+    shell = AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm,
+                    obsp=adata.obsp, varp=adata.varp, layers=adata.layers)
+    out = shell[keep_cells, keep_genes].copy()
+    kept_X = X if keep_cells.all() else X[keep_cells]
+    kept_X = kept_X if keep_genes.all() else kept_X[:, keep_genes]
+    raw_data = adata.X.data if sp.issparse(adata.X) else adata.X
+    out.X = kept_X.copy() if np.may_share_memory(kept_X.data, raw_data) else kept_X  # adata stays untouched
     kept = metrics[keep_cells]
     out.obs["n_genes_by_counts"] = kept["n_genes_by_counts"].to_numpy(np.int64)
     out.obs["total_counts"] = kept["total_counts"].to_numpy(np.float32)
@@ -324,7 +331,9 @@ def preprocess_rna(
                  qc_sample_key)
     n_obs_qc, n_vars_qc = out.n_obs, out.n_vars
     log_normalize(out, target_sum)
-    out = hvg(out, n_top_genes, hvg_flavor, layer="counts", subset=True)
+    hvg(out, n_top_genes, hvg_flavor, layer="counts")
+    if not out.var["highly_variable"].all():  # no copy when every gene is kept
+        out = out[:, out.var["highly_variable"].to_numpy()].copy()
     set_model_input(out, "rna", center_scale, clip)
     out.uns["geovae_preprocess"] = {
         "modality": "rna",
