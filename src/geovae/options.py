@@ -113,7 +113,7 @@ class TrainingConfig:
 
     max_epochs: int = opt(300, "epoch cap (early stopping usually ends training earlier)", type="integer", minimum=1)
     epoch_budget: int = opt(2_000_000, "cells x epochs: the epoch cap becomes round(epoch_budget / cells) when that "
-                            "is lower, i.e. at most ~15,600 minibatch steps on large data (binds above 6,667 cells "
+                            "is lower, i.e. at most ~15,600 minibatch steps on large data (binds above ~6,700 cells "
                             "at max_epochs 300; early stopping ended LiVAE within 0.9M on real sets up to 8,617 "
                             "cells); 8000000 is scvi-tools' rule; 0: no budget", type="integer", minimum=0)
     batch_size: int = opt(128, "minibatch size (LiVAE paper section 2.7)", type="integer", minimum=2)
