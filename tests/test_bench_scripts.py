@@ -166,3 +166,19 @@ def test_bench_embedding_compares_the_previous_and_the_shared_graph_maps(tmp_pat
     assert now["DC_umap"] == fft["DC_umap"] and now["DC_tsne"] != fft["DC_tsne"]
     assert table["kNN_accuracy_tsne"].min() > 0.6  # pbmc68k's labels are recoverable from every map
     assert "means over seeds [0]" in capsys.readouterr().out
+
+
+def test_bench_preprocess_memory_traces_every_step(capsys):
+    bench = _load("bench_preprocess_memory")
+    rows = bench.main(["--cells", "600", "--genes", "300"])
+    steps = [row["step"] for row in rows]
+    assert steps[1:] == [*bench.STEPS, "preprocess (whole call)", "write_h5ad (gzip)"]
+    assert steps[0].startswith("read (600 x 300")
+    peaks = [row["peak_mib"] for row in rows]
+    assert peaks == sorted(peaks) and all(row["rss_mib"] <= row["peak_mib"] for row in rows)
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(rows, rows[1:]))
+    out = capsys.readouterr().out
+    assert "SIMULATED" in out and "| qc_rna |" in out
+    from geovae.preprocessing import rna
+
+    assert not hasattr(rna.qc_rna, "__wrapped__") and rna.qc_rna.__name__ == "qc_rna"  # unpatched after
