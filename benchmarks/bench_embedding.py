@@ -57,7 +57,7 @@ def shared_embed(latent: np.ndarray, seed: int, n_jobs: int, tsne_method: str) -
     """The embed rule's code now (:func:`geovae.embedding.embed_2d`)."""
     from geovae.embedding import embed_2d
 
-    coords, seconds, _ = embed_2d(latent, seed=seed, n_jobs=n_jobs, tsne_method=tsne_method)
+    coords, seconds, _, _ = embed_2d(latent, seed=seed, n_jobs=n_jobs, tsne_method=tsne_method)
     return coords, seconds
 
 

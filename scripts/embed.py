@@ -26,13 +26,15 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     training = json.loads(Path(snakemake.input.train_info).read_text()).get("training", {})
     settings = params.settings
     # one neighbour search serves UMAP, t-SNE, Leiden and the file's scanpy graph
-    coords, seconds, neighbors = embed_2d(
+    coords, seconds, neighbors, map_fitted = embed_2d(
         result.obsm["X_latent"], n_neighbors=settings["umap_n_neighbors"], min_dist=settings["umap_min_dist"],
         perplexity=settings["tsne_perplexity"], seed=params.seed, n_jobs=snakemake.threads,
         tsne_method=settings["tsne_method"], neighbors_method=settings["neighbors_method"],
-        extra_neighbors=DEFAULT_N_NEIGHBORS)
+        extra_neighbors=DEFAULT_N_NEIGHBORS, map_cells=settings["map_cells"])
     result.obs = obs
     result.obsm.update(coords)
+    if not map_fitted.all():  # maps fit on a seeded subsample (embed.map_cells), the other cells placed
+        result.obs["map_fitted"] = map_fitted
     # Leiden clusters of the latent (scanpy's default graph and resolution), for the overview figure and users
     start = time.perf_counter()
     clusters = leiden_clusters(result.obsm["X_latent"], n_neighbors=DEFAULT_N_NEIGHBORS, seed=params.seed, neighbors=neighbors)
@@ -42,7 +44,7 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     if "program_usage" in data.obsm:  # simulated ground truth, used by the program-recovery metrics
         result.obsm["program_usage"] = data.obsm["program_usage"]
     info = run_info(dataset=wc.dataset, model=wc.model, seed=params.seed, seconds=seconds, settings=dict(settings))
-    result.uns["geovae_embed"] = {"seconds": seconds}
+    result.uns["geovae_embed"] = {"seconds": seconds, "map_fitted_cells": int(map_fitted.sum())}
     result.uns["geovae"] = provenance(
         config=dataset_config(snakemake.config, wc.dataset), seed=params.seed, device=training.get("device"), rule="embed",
         dataset=wc.dataset, model=wc.model, device_name=training.get("device_name"),

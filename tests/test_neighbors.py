@@ -58,8 +58,8 @@ def test_embeddings_and_leiden_accept_the_shared_graph() -> None:
     from geovae.metrics.clustering import leiden_clusters
 
     Z = clustered(500)
-    coords, seconds, shared = embed_2d(Z, seed=3, extra_neighbors=15)
-    assert isinstance(shared, Neighbors) and set(seconds) == {"neighbors", "umap", "tsne"}
+    coords, seconds, shared, fitted = embed_2d(Z, seed=3, extra_neighbors=15)
+    assert isinstance(shared, Neighbors) and set(seconds) == {"neighbors", "umap", "tsne"} and fitted.all()
     np.testing.assert_array_equal(coords["X_umap"], umap_2d(Z, seed=3))
     np.testing.assert_array_equal(coords["X_tsne"], tsne_2d(Z, seed=3))
     np.testing.assert_array_equal(leiden_clusters(Z, seed=3, neighbors=shared), leiden_clusters(Z, seed=3))
@@ -111,3 +111,77 @@ def test_tl_umap_uses_a_fitting_stored_graph_and_searches_otherwise():
     tl.tsne(adata, seed=0, perplexity=10)
     tl.tsne(fresh, seed=0, perplexity=10)
     assert np.array_equal(adata.obsm["X_tsne"], fresh.obsm["X_tsne"])
+
+
+def _labelled_clusters(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(8, 10))
+    labels = rng.integers(0, 8, n)
+    return (centres[labels] + rng.normal(size=(n, 10))).astype(np.float32), labels
+
+
+def _map_knn_accuracy(xy: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
+    """Share of ``rows`` whose 15 nearest cells on the map mostly carry their own label."""
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=16).fit(xy).kneighbors(xy[rows], return_distance=False)[:, 1:]
+    votes = np.array([np.bincount(labels[i], minlength=8).argmax() for i in idx])
+    return float(np.mean(votes == labels[rows]))
+
+
+def test_maps_above_map_cells_are_fit_on_a_seeded_subsample_and_place_the_rest() -> None:
+    """Fitted cells get the map of the subsample alone; placed cells land among their own cluster."""
+    from geovae.embedding import embed_2d, tsne_2d, umap_2d
+
+    Z, labels = _labelled_clusters(900)
+    coords, seconds, shared, fitted = embed_2d(Z, seed=2, extra_neighbors=15, map_cells=300)
+    assert fitted.sum() == 300 and shared.indices.shape[0] == 900
+    assert {"map_neighbors", "place"} <= set(seconds)
+    rows = np.flatnonzero(fitted)
+    np.testing.assert_array_equal(coords["X_umap"][rows], umap_2d(Z[rows], seed=2))
+    np.testing.assert_array_equal(coords["X_tsne"][rows], tsne_2d(Z[rows], seed=2))
+    placed = np.flatnonzero(~fitted)
+    for key in ("X_umap", "X_tsne"):
+        assert coords[key].shape == (900, 2) and np.isfinite(coords[key]).all()
+        assert _map_knn_accuracy(coords[key], labels, placed) >= 0.95
+    again, _, _, fitted_again = embed_2d(Z, seed=2, extra_neighbors=15, map_cells=300)
+    np.testing.assert_array_equal(fitted, fitted_again)
+    np.testing.assert_array_equal(coords["X_tsne"], again["X_tsne"])
+    # map_cells at or above the cell count (or 0) fits every cell
+    assert embed_2d(Z[:200], seed=2, map_cells=200)[3].all() and embed_2d(Z[:200], seed=2, map_cells=0)[3].all()
+
+
+def test_place_cells_weights_by_inverse_distance_and_searches_cells_without_fitted_neighbours() -> None:
+    from geovae.embedding import place_cells
+
+    Z, _ = _labelled_clusters(300, seed=4)
+    Z[7] = Z[3]  # duplicate of a fitted cell: lands exactly on it
+    fitted = np.arange(0, 300, 3)  # cells 0, 3, 6, ...
+    fitted_xy = np.random.default_rng(0).normal(size=(fitted.size, 2)).astype(np.float32)
+    # a 3-neighbour graph: many placed cells see no fitted cell in their row and need the exact search
+    nb = latent_neighbors(Z, 3, method="exact")
+    xy, n_searched = place_cells(fitted_xy, fitted, nb, Z, k=5)
+    assert xy.shape == (300, 2) and np.isfinite(xy).all()
+    np.testing.assert_array_equal(xy[fitted], fitted_xy)
+    np.testing.assert_allclose(xy[7], fitted_xy[1], atol=1e-4)
+    assert 0 < n_searched < 200
+    # by hand for one placed cell whose graph row holds a fitted cell
+    position = {int(c): i for i, c in enumerate(fitted)}
+    row = next(r for r in range(300) if r not in position and any(int(j) in position for j in nb.indices[r]))
+    if row != 7:
+        cols = [(d, position[int(j)]) for d, j in zip(nb.distances[row], nb.indices[row]) if int(j) in position]
+        w = np.array([1.0 / d for d, _ in cols])
+        expected = (w[:, None] * fitted_xy[[p for _, p in cols]]).sum(axis=0) / w.sum()
+        np.testing.assert_allclose(xy[row], expected, rtol=1e-5)
+
+
+def test_leiden_runs_two_iterations_above_the_convergence_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import geovae.metrics.clustering as C
+
+    Z, _ = _labelled_clusters(400, seed=5)
+    nb = latent_neighbors(Z, 15, method="exact")
+    converged = C.leiden_clusters(Z, neighbors=nb, n_iterations=-1)
+    two = C.leiden_clusters(Z, neighbors=nb, n_iterations=2)
+    np.testing.assert_array_equal(C.leiden_clusters(Z, neighbors=nb), converged)
+    monkeypatch.setattr(C, "LEIDEN_CONVERGE_MAX_CELLS", 100)
+    np.testing.assert_array_equal(C.leiden_clusters(Z, neighbors=nb), two)

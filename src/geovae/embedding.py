@@ -153,11 +153,76 @@ def tsne_2d(latent: np.ndarray, perplexity: float = EMBED.tsne_perplexity, seed:
     return np.asarray(tsne.fit(latent, affinities=affinities), dtype=np.float32)
 
 
+def place_cells(fitted_coords: np.ndarray, fitted: np.ndarray, neighbors: Neighbors, latent: np.ndarray,
+                k: int = EMBED.umap_n_neighbors, block: int = 100_000) -> tuple[np.ndarray, int]:
+    """Place the cells not fit by a map at the weighted mean of their nearest fitted cells' map positions.
+
+    For every other cell the ``k`` nearest fitted cells are taken from its row of the shared kNN graph
+    (nearest first); its position is their positions' mean weighted by inverse latent distance
+    (Shepard interpolation: a duplicate of a fitted cell lands on it). A cell whose graph row holds no
+    fitted cell is matched by an exact search among the fitted cells instead.
+
+    Parameters
+    ----------
+    fitted_coords
+        ``len(fitted) x 2`` map of the fitted cells.
+    fitted
+        Increasing row indices of the fitted cells.
+    neighbors
+        Shared neighbours of all cells (the cell itself first).
+    latent
+        ``n_cells x d`` latent matrix (for the exact search of cells without a fitted graph neighbour).
+    k
+        Fitted neighbours averaged per placed cell.
+    block
+        Placed cells handled at a time (bounds memory at atlas size).
+
+    Returns
+    -------
+    coords
+        ``n_cells x 2`` float32 map of every cell (the fitted cells keep their positions).
+    n_searched
+        Placed cells that needed the exact search.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = neighbors.indices.shape[0]
+    position = np.full(n, -1, dtype=np.int64)
+    position[fitted] = np.arange(fitted.size)
+    coords = np.empty((n, 2), dtype=np.float64)
+    coords[fitted] = fitted_coords
+    rest = np.flatnonzero(position < 0)
+    k = int(min(k, fitted.size))
+    missing: list[np.ndarray] = []
+    for start in range(0, rest.size, block):
+        rows = rest[start:start + block]
+        pos = position[neighbors.indices[rows]]
+        use = (pos >= 0) & (np.cumsum(pos >= 0, axis=1) <= k)
+        weights = np.where(use, 1.0 / np.maximum(neighbors.distances[rows], 1e-12), 0.0)
+        total = weights.sum(axis=1)
+        ok = total > 0
+        xy = np.einsum("ij,ijc->ic", weights[ok], fitted_coords[np.where(use[ok], pos[ok], 0)].astype(np.float64))
+        coords[rows[ok]] = xy / total[ok, None]
+        missing.append(rows[~ok])
+    lone = np.concatenate(missing) if missing else np.empty(0, dtype=np.int64)
+    if lone.size:
+        search = NearestNeighbors(n_neighbors=k).fit(np.asarray(latent[fitted], dtype=np.float64))
+        dist, idx = search.kneighbors(np.asarray(latent[lone], dtype=np.float64))
+        weights = 1.0 / np.maximum(dist, 1e-12)
+        coords[lone] = np.einsum("ij,ijc->ic", weights, fitted_coords[idx]) / weights.sum(axis=1, keepdims=True)
+    return coords.astype(np.float32), int(lone.size)
+
+
 def embed_2d(latent: np.ndarray, n_neighbors: int = EMBED.umap_n_neighbors, min_dist: float = EMBED.umap_min_dist,
              perplexity: float = EMBED.tsne_perplexity, seed: int = 0, n_jobs: int = 1,
              tsne_method: str = EMBED.tsne_method, neighbors_method: str = EMBED.neighbors_method,
-             extra_neighbors: int = 0) -> tuple[dict[str, np.ndarray], dict[str, float], Neighbors]:
+             extra_neighbors: int = 0, map_cells: int = EMBED.map_cells,
+             ) -> tuple[dict[str, np.ndarray], dict[str, float], Neighbors, np.ndarray]:
     """UMAP and t-SNE of ``latent`` from one neighbour search, each timed.
+
+    Up to ``map_cells`` cells both maps are fit on every cell. Above it they are fit on a seeded
+    uniform subsample of ``map_cells`` cells (their own neighbour search) and every other cell is placed
+    by :func:`place_cells` from the shared graph.
 
     Parameters
     ----------
@@ -168,7 +233,7 @@ def embed_2d(latent: np.ndarray, n_neighbors: int = EMBED.umap_n_neighbors, min_
     perplexity
         t-SNE's perplexity.
     seed
-        Random state of the search, UMAP and t-SNE.
+        Random state of the search, the map subsample, UMAP and t-SNE.
     n_jobs
         Threads of the search and of t-SNE.
     tsne_method
@@ -177,27 +242,52 @@ def embed_2d(latent: np.ndarray, n_neighbors: int = EMBED.umap_n_neighbors, min_
         Neighbour search (see :func:`geovae.neighbors.latent_neighbors`).
     extra_neighbors
         Neighbours other callers need (e.g. Leiden's graph); the search covers the largest need.
+    map_cells
+        Largest number of cells the maps are fit on (0: every cell).
 
     Returns
     -------
     embeddings
         ``{"X_umap": ..., "X_tsne": ...}``.
     seconds
-        Wall time of each step, ``{"neighbors": s, "umap": s, "tsne": s}``.
+        Wall time of each step, ``{"neighbors": s, "umap": s, "tsne": s}``, plus ``"map_neighbors"`` and
+        ``"place"`` when the maps were fit on a subsample.
     neighbors
-        The shared neighbours, for further use (Leiden, ``obsp``).
+        The shared neighbours of all cells, for further use (Leiden, ``obsp``).
+    map_fitted
+        Boolean mask of the cells the maps were fit on (all True up to ``map_cells`` cells).
     """
+    from geovae.metrics.fidelity import subsample_indices
+
     latent = np.asarray(latent, dtype=np.float32)
-    _, k_tsne = tsne_neighbors(latent.shape[0], perplexity)
+    n = latent.shape[0]
+    _, k_tsne = tsne_neighbors(n, perplexity)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     shared = latent_neighbors(latent, max(n_neighbors, k_tsne + 1, extra_neighbors), method=neighbors_method,
                               seed=seed, n_jobs=n_jobs)
     seconds["neighbors"] = time.perf_counter() - start
+    fitted = subsample_indices(n, map_cells or None, seed)
+    map_latent, map_graph = latent, shared
+    if fitted.size < n:
+        start = time.perf_counter()
+        map_latent = latent[fitted]
+        _, k_map = tsne_neighbors(fitted.size, perplexity)
+        map_graph = latent_neighbors(map_latent, max(n_neighbors, k_map + 1), method=neighbors_method, seed=seed,
+                                     n_jobs=n_jobs)
+        seconds["map_neighbors"] = time.perf_counter() - start
     start = time.perf_counter()
-    umap_xy = umap_2d(latent, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, neighbors=shared)
+    umap_xy = umap_2d(map_latent, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, neighbors=map_graph)
     seconds["umap"] = time.perf_counter() - start
     start = time.perf_counter()
-    tsne_xy = tsne_2d(latent, perplexity=perplexity, seed=seed, n_jobs=n_jobs, method=tsne_method, neighbors=shared)
+    tsne_xy = tsne_2d(map_latent, perplexity=perplexity, seed=seed, n_jobs=n_jobs, method=tsne_method,
+                      neighbors=map_graph)
     seconds["tsne"] = time.perf_counter() - start
-    return {"X_umap": umap_xy, "X_tsne": tsne_xy}, seconds, shared
+    is_fitted = np.zeros(n, dtype=bool)
+    is_fitted[fitted] = True
+    if fitted.size < n:
+        start = time.perf_counter()
+        umap_xy, _ = place_cells(umap_xy, fitted, shared, latent, k=n_neighbors)
+        tsne_xy, _ = place_cells(tsne_xy, fitted, shared, latent, k=n_neighbors)
+        seconds["place"] = time.perf_counter() - start
+    return {"X_umap": umap_xy, "X_tsne": tsne_xy}, seconds, shared, is_fitted

@@ -353,6 +353,10 @@ class EmbedOptions:
     neighbors_method: str = opt("auto", "search of the kNN graph shared by UMAP, t-SNE and Leiden: exact up to "
                                 "50,000 cells and pynndescent above (auto), or exact / nndescent always",
                                 type="string", enum=["auto", "exact", "nndescent"])
+    map_cells: int = opt(50000, "cells the UMAP and t-SNE layouts are fit on: above it a seeded subsample of this "
+                         "many cells is fit and every other cell is placed at the inverse-distance-weighted mean "
+                         "of its nearest fitted cells in the latent (0: fit every cell); bounds the maps' cost at "
+                         "atlas size", type="integer", minimum=0)
 
 
 @dataclass(frozen=True)

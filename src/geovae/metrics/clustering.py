@@ -250,21 +250,25 @@ def _leiden_graph(Z: np.ndarray, n_neighbors: int, neighbors: Neighbors | None =
     return graph, upper.data.astype(np.float64).tolist()
 
 
-def _leiden(graph: Any, weights: list[float], resolution: float, seed: int) -> np.ndarray:
-    """igraph's Leiden (modularity with resolution, to convergence), its RNG seeded with ``seed``."""
+#: Cells up to which :func:`leiden_clusters` iterates to convergence by default (2 iterations above).
+LEIDEN_CONVERGE_MAX_CELLS = 50_000
+
+
+def _leiden(graph: Any, weights: list[float], resolution: float, seed: int, n_iterations: int = -1) -> np.ndarray:
+    """igraph's Leiden (modularity with resolution; to convergence when ``n_iterations`` < 0), RNG seeded with ``seed``."""
     import igraph as ig
 
     try:
         ig.set_random_number_generator(random.Random(seed))
         part = graph.community_leiden(objective_function="modularity", weights=weights, resolution=resolution,
-                                      n_iterations=-1)
+                                      n_iterations=n_iterations)
         return np.asarray(part.membership)
     finally:
         ig.set_random_number_generator(random)  # igraph's default: the random module
 
 
 def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0,
-                    neighbors: Neighbors | None = None) -> np.ndarray:
+                    neighbors: Neighbors | None = None, n_iterations: int | None = None) -> np.ndarray:
     """Leiden clusters of the kNN graph of ``Z`` at one resolution (the graph of :func:`leiden_metrics`).
 
     Parameters
@@ -280,6 +284,10 @@ def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 1
     neighbors
         Precomputed neighbours of ``Z`` (at least ``n_neighbors`` per cell, e.g. the embed rule's
         shared search); searched exactly when None.
+    n_iterations
+        Leiden iterations; negative: until no cell moves. None: to convergence up to
+        :data:`LEIDEN_CONVERGE_MAX_CELLS` cells and 2 iterations above (the default of scanpy's igraph
+        flavour), which bounds the time on atlases (to convergence took minutes on 1M cells).
 
     Returns
     -------
@@ -287,10 +295,12 @@ def leiden_clusters(Z: np.ndarray, resolution: float = 1.0, n_neighbors: int = 1
         Cluster index of every cell (int).
     """
     Z = _as_latent(Z)
+    if n_iterations is None:
+        n_iterations = -1 if Z.shape[0] <= LEIDEN_CONVERGE_MAX_CELLS else 2
     if Z.shape[0] <= n_neighbors:
         return np.zeros(Z.shape[0], dtype=int)
     graph, weights = _leiden_graph(Z, n_neighbors, neighbors)
-    return _leiden(graph, weights, float(resolution), seed)
+    return _leiden(graph, weights, float(resolution), seed, n_iterations)
 
 
 def knn_accuracy(
