@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_pipeline_scale.py [--sizes 10000 100000 1000000] [--genes 2000]
-        [--max-epochs N] [--cores 2] [--work benchmarks/out/pipeline_scale] [--keep]
+        [--max-epochs N] [--cores 2] [--work benchmarks/out/pipeline_scale] [--keep] [--resume]
 
 For every size ``n`` (smallest first):
 
@@ -169,8 +169,10 @@ def warm_numba_cache(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-c", "import umap"], env=env, check=True, capture_output=True)
 
 
-def run_workflow(run_dir: Path, config: Path, cores: int, env: dict[str, str]) -> float:
+def run_workflow(run_dir: Path, config: Path, cores: int, env: dict[str, str], resume: bool = False) -> float:
     """Run the checkout's workflow in ``run_dir``; return its wall seconds.
+
+    With ``resume`` the jobs an interrupted attempt left incomplete are rerun and its finished ones kept.
 
     Raises
     ------
@@ -178,8 +180,8 @@ def run_workflow(run_dir: Path, config: Path, cores: int, env: dict[str, str]) -
         If Snakemake fails (the message ends with its log's last lines).
     """
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
-           "--cores", str(cores), "--configfile", str(config)]
-    log = run_dir / "snakemake.log"
+           "--cores", str(cores), "--configfile", str(config)] + (["--rerun-incomplete"] if resume else [])
+    log = run_dir / ("snakemake_resume.log" if resume else "snakemake.log")
     start = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -287,11 +289,21 @@ def run_size(n_cells: int, args: argparse.Namespace, env: dict[str, str]) -> dic
     """Build the data of one size, run the workflow on it and return its per-rule figures with totals."""
     data = args.work / "data" / f"{dataset_id(n_cells)}.h5ad"
     data.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = args.work / f"run_n{n_cells}"
+    if args.resume and data.exists() and run_dir.exists():
+        # the earlier attempt's data and finished jobs are kept; their benchmark: files stay in the table
+        build_json = data.with_suffix(".json")
+        build = json.loads(build_json.read_text()) if build_json.exists() else {"seconds": float("nan"),
+                                                                                "peak_rss_mib": float("nan")}
+        print(f"[{n_cells:,} cells] resuming in {run_dir} (finished jobs are not rerun)", flush=True)
+        elapsed = run_workflow(run_dir, run_dir / "config.yaml", args.cores, env, resume=True)
+        print(f"[{n_cells:,} cells] resumed workflow finished in {elapsed:.1f} s", flush=True)
+        return with_totals(rule_figures(run_dir / "logs" / "benchmarks"), elapsed, build)
     build = build_in_subprocess(n_cells, args.genes, data, args.seed)
+    data.with_suffix(".json").write_text(json.dumps(build))
     print(f"[{n_cells:,} cells] built {data.name}: {build['n_genes']:,} genes, {100 * build['density']:.1f} % "
           f"non-zero, median {build['median_counts']:,.0f} counts per cell ({build['seconds']:.1f} s, "
           f"{build['peak_rss_mib']:,.0f} MiB peak)", flush=True)
-    run_dir = args.work / f"run_n{n_cells}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a previous attempt's outputs would make Snakemake skip the jobs
     run_dir.mkdir(parents=True)
@@ -310,9 +322,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "pipeline_scale",
                         help="work folder (data, one run folder per size, the TSV)")
     parser.add_argument("--keep", action="store_true", help="keep the data and run folders")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse a kept size's data and run folder: rerun only the jobs that did not finish "
+                             "(their rule figures come from each job's own benchmark: file; 'elapsed' is the "
+                             "resumed call's); implies --keep")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulator")
     parser.add_argument("--build-one", type=Path, default=None, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
+    args.keep = args.keep or args.resume
     if any(n < 2 for n in args.sizes):
         parser.error("--sizes must be at least 2 cells each")
     try:

@@ -52,6 +52,8 @@ with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa:
     scanpy_ready(result, snakemake.input.data, wc.model).write_h5ad(out.h5ad)
     color = [key for key in (params.label_key, params.batch_key) if key] or [None]
     title = f"{wc.model} / {wc.dataset}"
+    if not map_fitted.all():
+        title += f" (map fit on {int(map_fitted.sum()):,} of {map_fitted.size:,} cells)"
     embedding_scatter(coords["X_umap"], obs, color, "UMAP", out.umap, title=title)
     embedding_scatter(coords["X_tsne"], obs, color, "t-SNE", out.tsne, title=title)
     overview_panels(coords["X_umap"], result.obs, data.obsm["spatial"] if "spatial" in data.obsm else None,

@@ -128,6 +128,39 @@ def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes(tmp_path, capsys):
     assert any((tmp_path / "cache" / "numba").rglob("*.nbi"))  # the sizes shared one numba cache
 
 
+@pytest.mark.integration
+def test_bench_pipeline_scale_resume_reruns_only_unfinished_jobs(tmp_path):
+    # --resume keeps an interrupted size's data and finished jobs: only the missing outputs are made again
+    bench = _load("bench_pipeline_scale")
+    args = ["--sizes", "300", "--genes", "600", "--max-epochs", "2", "--work", str(tmp_path)]
+    bench.main(args + ["--keep"])
+    run = tmp_path / "run_n300"
+    results = run / "results" / "simulated_n300"
+    assert (tmp_path / "data" / "simulated_n300.json").exists()
+    trained = (results / "livae" / "0" / "latent.h5ad").stat().st_mtime_ns
+    (results / "livae" / "0" / "metrics.tsv").unlink()
+    rows = bench.main(args + ["--resume"])
+    log = (run / "snakemake_resume.log").read_text()
+    assert "rule metrics:" in log and "rule train:" not in log and "rule embed:" not in log
+    assert (results / "livae" / "0" / "latent.h5ad").stat().st_mtime_ns == trained
+    assert (results / "livae" / "0" / "metrics.tsv").exists() and (tmp_path / "data").exists()  # resume keeps
+    by_rule = {r["rule"]: r for r in rows}
+    assert by_rule["train"]["seconds"] > 0 and by_rule["build (driver)"]["seconds"] > 0  # from the first run
+
+
+def test_bench_map_subsample_scores_maps_fit_on_a_subsample(tmp_path, capsys):
+    # the driver end to end on pbmc68k: every cell (reference) and 300 fitted cells, the rest placed
+    bench = _load("bench_map_subsample")
+    assert bench.main(["--datasets", "pbmc68k", "--map-cells", "0,300", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "map_subsample.tsv", sep="\t")
+    assert list(table["map_cells"]) == [0, 300] and list(table["fitted"]) == [table["n_cells"][0], 300]
+    assert table["kNN_accuracy_placed_umap"].isna().tolist() == [True, False]
+    for column in ("DC_umap", "kNN_accuracy_tsne", "kNN_accuracy_placed_tsne"):
+        assert table[column].dropna().between(0, 1).all(), column
+    assert table.loc[1, "kNN_accuracy_placed_tsne"] > 0.6  # placed cells land among their own labels
+    assert "map_cells" in capsys.readouterr().out
+
+
 def test_bench_pipeline_scale_exponent_and_inputs(tmp_path):
     bench = _load("bench_pipeline_scale")
     assert bench.growth_exponent(1000, 2.0, 10000, 20.0) == pytest.approx(1.0)

@@ -151,28 +151,34 @@ def test_maps_above_map_cells_are_fit_on_a_seeded_subsample_and_place_the_rest()
     assert embed_2d(Z[:200], seed=2, map_cells=200)[3].all() and embed_2d(Z[:200], seed=2, map_cells=0)[3].all()
 
 
-def test_place_cells_weights_by_inverse_distance_and_searches_cells_without_fitted_neighbours() -> None:
+def test_place_cells_weights_nearest_fitted_cells_by_inverse_distance() -> None:
     from geovae.embedding import place_cells
 
     Z, _ = _labelled_clusters(300, seed=4)
     Z[7] = Z[3]  # duplicate of a fitted cell: lands exactly on it
     fitted = np.arange(0, 300, 3)  # cells 0, 3, 6, ...
     fitted_xy = np.random.default_rng(0).normal(size=(fitted.size, 2)).astype(np.float32)
-    # a 3-neighbour graph: many placed cells see no fitted cell in their row and need the exact search
-    nb = latent_neighbors(Z, 3, method="exact")
-    xy, n_searched = place_cells(fitted_xy, fitted, nb, Z, k=5)
-    assert xy.shape == (300, 2) and np.isfinite(xy).all()
+    xy = place_cells(fitted_xy, fitted, Z, k=5, block=64)  # several blocks
+    assert xy.shape == (300, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
     np.testing.assert_array_equal(xy[fitted], fitted_xy)
     np.testing.assert_allclose(xy[7], fitted_xy[1], atol=1e-4)
-    assert 0 < n_searched < 200
-    # by hand for one placed cell whose graph row holds a fitted cell
-    position = {int(c): i for i, c in enumerate(fitted)}
-    row = next(r for r in range(300) if r not in position and any(int(j) in position for j in nb.indices[r]))
-    if row != 7:
-        cols = [(d, position[int(j)]) for d, j in zip(nb.distances[row], nb.indices[row]) if int(j) in position]
-        w = np.array([1.0 / d for d, _ in cols])
-        expected = (w[:, None] * fitted_xy[[p for _, p in cols]]).sum(axis=0) / w.sum()
-        np.testing.assert_allclose(xy[row], expected, rtol=1e-5)
+    # by hand for one placed cell: its 5 nearest fitted cells by brute force
+    row = 200
+    d = np.linalg.norm(Z[fitted].astype(np.float64) - Z[row], axis=1)
+    near = np.argsort(d)[:5]
+    w = 1.0 / d[near]
+    np.testing.assert_allclose(xy[row], (w[:, None] * fitted_xy[near]).sum(axis=0) / w.sum(), rtol=1e-4)
+    np.testing.assert_array_equal(place_cells(fitted_xy, fitted, Z, k=5), xy)
+
+
+def test_shared_graph_keeps_only_the_neighbours_leiden_needs_when_maps_are_subsampled() -> None:
+    from geovae.embedding import embed_2d
+
+    Z, _ = _labelled_clusters(500, seed=6)
+    _, _, small, _ = embed_2d(Z, seed=1, extra_neighbors=15, map_cells=200)
+    _, _, full, _ = embed_2d(Z, seed=1, extra_neighbors=15, map_cells=0)
+    assert small.n_neighbors == 15 and full.n_neighbors == 91  # t-SNE's 3 * perplexity + 1
+    np.testing.assert_array_equal(small.indices, full.indices[:, :15])
 
 
 def test_leiden_runs_two_iterations_above_the_convergence_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
