@@ -172,7 +172,8 @@ def warm_numba_cache(env: dict[str, str]) -> None:
 def run_workflow(run_dir: Path, config: Path, cores: int, env: dict[str, str], resume: bool = False) -> float:
     """Run the checkout's workflow in ``run_dir``; return its wall seconds.
 
-    With ``resume`` the jobs an interrupted attempt left incomplete are rerun and its finished ones kept.
+    With ``resume`` the directory is unlocked first, the jobs an interrupted attempt left incomplete are
+    rerun and its finished ones kept.
 
     Raises
     ------
@@ -182,6 +183,8 @@ def run_workflow(run_dir: Path, config: Path, cores: int, env: dict[str, str], r
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run_dir),
            "--cores", str(cores), "--configfile", str(config)] + (["--rerun-incomplete"] if resume else [])
     log = run_dir / ("snakemake_resume.log" if resume else "snakemake.log")
+    if resume:  # an interrupted attempt leaves Snakemake's lock behind
+        subprocess.run(cmd + ["--unlock"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, check=True)
     start = time.perf_counter()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)

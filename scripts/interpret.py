@@ -1,15 +1,13 @@
 """Rule interpret: latent components -> correlated genes, best markers, GO ORA + GSEA, validation, figures."""
 
-import anndata as ad
-
 from geovae.interpretation import interpret_run
 from geovae.plotting.enrichment import group_component_heatmap, marker_dotplot
-from geovae.run_folder import read_latent, run_loadings
+from geovae.run_folder import read_latent, read_normalised, run_loadings
 from geovae.runinfo import atomic_outputs, log_to, run_info, write_json
 
 with log_to(snakemake.log[0]), atomic_outputs(snakemake.output) as out:  # noqa: F821 (injected by Snakemake)
     wc, params = snakemake.wildcards, snakemake.params
-    adata = ad.read_h5ad(snakemake.input.data)
+    adata = read_normalised(snakemake.input.data)  # X only: the raw-count layer is not used here
     embedding = read_latent(snakemake.input.embedding, cells=adata.obs_names)
     adata.obsm["X_latent"] = embedding.obsm["X_latent"]
     loadings, centrality = run_loadings(embedding)  # models with feature loadings (siVAE, PCA, NMF, ...)

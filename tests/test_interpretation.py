@@ -570,3 +570,45 @@ def test_rotations_known_answers():
     assert rotate_latent(mixed, "none") is not None and np.array_equal(rotate_latent(mixed, "none"), mixed)
     with pytest.raises(ValueError, match="interpret.rotation"):
         rotate_latent(mixed, "promax")
+
+
+def test_read_normalised_skips_the_count_layer(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from geovae.run_folder import read_normalised, read_parts
+
+    rng = np.random.default_rng(0)
+    X = sp.random(30, 8, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    a = ad.AnnData(X=X, obs=pd.DataFrame({"g": list("ab") * 15}, index=[f"c{i}" for i in range(30)]),
+                   layers={"counts": X * 10}, obsm={"program_usage": rng.random((30, 2))}, uns={"simulated": True})
+    a.write_h5ad(tmp_path / "pre.h5ad")
+    got = read_normalised(tmp_path / "pre.h5ad")
+    assert not got.layers and sp.issparse(got.X) and (got.X != X).nnz == 0
+    assert list(got.obs_names) == list(a.obs_names) and got.obs["g"].tolist() == a.obs["g"].tolist()
+    assert "program_usage" in got.obsm and got.uns["simulated"]
+    only = read_parts(tmp_path / "pre.h5ad", ("obs", "layers", "missing"))
+    assert only.n_obs == 30 and "counts" in only.layers and only.X is None
+
+
+def test_marker_dotplot_passes_scanpy_the_labelled_cells_and_shown_genes_only(tmp_path, monkeypatch):
+    import anndata as ad
+    import scanpy as sc
+
+    from geovae.plotting.enrichment import marker_dotplot
+
+    rng = np.random.default_rng(1)
+    a = ad.AnnData(X=rng.random((40, 6)).astype(np.float32), layers={"counts": rng.random((40, 6))},
+                   obs=pd.DataFrame({"cell_type": ["t1", "t2", None, "t3"] * 10}, index=[f"c{i}" for i in range(40)]))
+    a.var_names = [f"G{i}" for i in range(6)]
+    seen = {}
+    real = sc.pl.dotplot
+
+    def spy(data, var_names, **kw):
+        seen.update(shape=data.shape, genes=list(data.var_names), groups=sorted(data.obs["cell_type"].unique()))
+        return real(data, var_names, **kw)
+
+    monkeypatch.setattr(sc.pl, "dotplot", spy)
+    marker_dotplot(a, ["G4", "G1", "G4", "absent"], "cell_type", tmp_path / "dot.png")
+    assert seen == {"shape": (30, 2), "genes": ["G4", "G1"], "groups": ["t1", "t2", "t3"]}
+    assert (tmp_path / "dot.png").stat().st_size > 0

@@ -103,6 +103,46 @@ def write_training_outputs(model: Any, adata: ad.AnnData, *, model_dir: str | Pa
     return result
 
 
+def read_parts(path: str | Path, keys: tuple[str, ...]) -> ad.AnnData:
+    """Read only the named top-level fields of an h5ad file (e.g. skip ``layers`` or ``X``).
+
+    Parameters
+    ----------
+    path
+        The file.
+    keys
+        Fields of ``anndata.AnnData`` to read (``"X"``, ``"obs"``, ``"var"``, ``"obsm"``, ``"varm"``,
+        ``"obsp"``, ``"layers"``, ``"uns"``); those absent from the file are left out.
+
+    Returns
+    -------
+    anndata.AnnData
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as handle:
+        return ad.AnnData(**{key: read_elem(handle[key]) for key in keys if key in handle})
+
+
+def read_normalised(path: str | Path) -> ad.AnnData:
+    """Read a ``preprocessed.h5ad`` without its ``layers`` (the raw counts): for stages that use ``X`` only.
+
+    At atlas size this halves the memory of the expression (1M cells x 2,000 genes: 2.3 GB a matrix).
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``X`` (the normalised expression), ``obs``, ``var``, ``obsm``, ``varm``, ``uns``.
+    """
+    return read_parts(path, ("X", "obs", "var", "obsm", "varm", "uns"))
+
+
 def read_latent(path: str | Path, cells: pd.Index | None = None) -> ad.AnnData:
     """Read a run's ``latent.h5ad`` (or an ``embedding.h5ad``, which carries the same fields).
 
@@ -121,12 +161,7 @@ def read_latent(path: str | Path, cells: pd.Index | None = None) -> ad.AnnData:
     -------
     anndata.AnnData
     """
-    import h5py
-    from anndata.io import read_elem
-
-    with h5py.File(path, "r") as handle:
-        result = ad.AnnData(**{key: read_elem(handle[key]) for key in ("obs", "var", "obsm", "varm", "uns")
-                               if key in handle})
+    result = read_parts(path, ("obs", "var", "obsm", "varm", "uns"))
     if "X_latent" not in result.obsm:
         raise ValueError(f"{path}: no obsm['X_latent']; is it a geovae run's latent.h5ad or embedding.h5ad?")
     if cells is not None and list(result.obs_names) != list(map(str, cells)):

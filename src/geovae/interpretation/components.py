@@ -247,7 +247,10 @@ def annotate_components(adata: Any, latent_key: str = "X_latent", layer: str | N
         gene_idx = np.array([t[3] for t in tidy])
         # the second correlation only for the selected genes (a small dense slice)
         sel = np.unique(gene_idx)
+        # column slice in the layout the second method reads (CSC for Spearman), without a second copy
         sub = expr[:, sel]
+        if sp.issparse(sub):
+            sub = sub.tocsc() if method == "pearson" else sub.tocsr()
         other = component_gene_correlations(sub, latent, method="spearman" if method == "pearson" else "pearson")
         lookup = np.searchsorted(sel, gene_idx)
         ranked_r, other_r = corr[gene_idx, comp_idx], other[lookup, comp_idx]

@@ -309,7 +309,7 @@ def marker_dotplot(adata: Any, markers: Sequence[str], groupby: str, path: str |
         ax.set_axis_off()
         _finish(ax, path)
         return
-    data = adata[adata.obs[groupby].notna()].copy()
+    data = adata[adata.obs[groupby].notna().to_numpy(), genes].copy()  # the shown genes only (atlas memory)
     data.obs[groupby] = data.obs[groupby].astype(str).astype("category")
     dot = sc.pl.dotplot(data, genes, groupby=groupby, show=False, return_fig=True,
                         colorbar_title="mean log1p\nexpression", size_title="fraction of\ncells (%)")
