@@ -158,7 +158,9 @@ def test_place_cells_weights_nearest_fitted_cells_by_inverse_distance() -> None:
     Z[7] = Z[3]  # duplicate of a fitted cell: lands exactly on it
     fitted = np.arange(0, 300, 3)  # cells 0, 3, 6, ...
     fitted_xy = np.random.default_rng(0).normal(size=(fitted.size, 2)).astype(np.float32)
-    xy = place_cells(fitted_xy, fitted, Z, k=5, block=64)  # several blocks
+    placed = place_cells({"a": fitted_xy, "b": -2 * fitted_xy}, fitted, Z, k=5, block=64)  # several blocks
+    xy = placed["a"]
+    np.testing.assert_allclose(placed["b"], -2 * xy, rtol=1e-5, atol=1e-6)  # one search, the same weights
     assert xy.shape == (300, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
     np.testing.assert_array_equal(xy[fitted], fitted_xy)
     np.testing.assert_allclose(xy[7], fitted_xy[1], atol=1e-4)
@@ -168,7 +170,7 @@ def test_place_cells_weights_nearest_fitted_cells_by_inverse_distance() -> None:
     near = np.argsort(d)[:5]
     w = 1.0 / d[near]
     np.testing.assert_allclose(xy[row], (w[:, None] * fitted_xy[near]).sum(axis=0) / w.sum(), rtol=1e-4)
-    np.testing.assert_array_equal(place_cells(fitted_xy, fitted, Z, k=5), xy)
+    np.testing.assert_array_equal(place_cells({"a": fitted_xy}, fitted, Z, k=5)["a"], xy)
 
 
 def test_shared_graph_keeps_only_the_neighbours_leiden_needs_when_maps_are_subsampled() -> None:
