@@ -316,6 +316,13 @@ def run_size(n_cells: int, args: argparse.Namespace, env: dict[str, str]) -> dic
     return with_totals(rule_figures(run_dir / "logs" / "benchmarks"), elapsed, build)
 
 
+def clean_work(work: Path, sizes: Sequence[int]) -> None:
+    """Delete the run folders of ``sizes`` and the data folder (the TSV and the numba cache stay)."""
+    for n in sizes:
+        shutil.rmtree(work / f"run_n{n}", ignore_errors=True)
+    shutil.rmtree(work / "data", ignore_errors=True)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="numbers of cells")
@@ -359,9 +366,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         per_size[n] = run_size(n, args, env)  # a failure stops here and leaves its folders for inspection
         write_tsv(long_table(per_size), tsv)  # after every size: a failed larger size keeps the smaller ones
     if not args.keep:
-        for n in per_size:
-            shutil.rmtree(args.work / f"run_n{n}", ignore_errors=True)
-        shutil.rmtree(args.work / "data", ignore_errors=True)
+        clean_work(args.work, per_size)
     rows = long_table(per_size)
     print()
     print(markdown_table(rows))

@@ -106,10 +106,11 @@ def test_bench_sivae_atac_prints_one_line_per_gamma(capsys):
 
 
 @pytest.mark.integration
-def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes(tmp_path, capsys):
+def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes_and_resumes(tmp_path, capsys):
     # the scale driver end to end at two tiny sizes: SIMULATED data, the real workflow, the table and TSV
     bench = _load("bench_pipeline_scale")
-    rows = bench.main(["--sizes", "300", "600", "--genes", "600", "--max-epochs", "2", "--work", str(tmp_path)])
+    args = ["--genes", "600", "--max-epochs", "2", "--work", str(tmp_path)]
+    rows = bench.main(["--sizes", "300", "600", "--keep"] + args)
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "pipeline_scale.tsv", sep="\t")
     assert list(table.columns) == list(bench.TSV_COLUMNS) and len(table) == len(rows)
@@ -124,28 +125,21 @@ def test_bench_pipeline_scale_runs_the_workflow_at_two_sizes(tmp_path, capsys):
     stages = table[table["rule"].isin(["acquire", "preprocess", "train", "embed", "metrics", "interpret"])]
     assert (stages["max_rss_mib"] > 0).all() and stages[stages["n_cells"] == 300]["exponent"].isna().all()
     assert "| rule |" in out and "exp 300->600" in out
-    assert not (tmp_path / "data").exists() and not (tmp_path / "run_n300").exists()  # no --keep: cleaned up
     assert any((tmp_path / "cache" / "numba").rglob("*.nbi"))  # the sizes shared one numba cache
-
-
-@pytest.mark.integration
-def test_bench_pipeline_scale_resume_reruns_only_unfinished_jobs(tmp_path):
     # --resume keeps an interrupted size's data and finished jobs: only the missing outputs are made again
-    bench = _load("bench_pipeline_scale")
-    args = ["--sizes", "300", "--genes", "600", "--max-epochs", "2", "--work", str(tmp_path)]
-    bench.main(args + ["--keep"])
-    run = tmp_path / "run_n300"
-    results = run / "results" / "simulated_n300"
-    assert (tmp_path / "data" / "simulated_n300.json").exists()
-    trained = (results / "livae" / "0" / "latent.h5ad").stat().st_mtime_ns
-    (results / "livae" / "0" / "metrics.tsv").unlink()
-    rows = bench.main(args + ["--resume"])
-    log = (run / "snakemake_resume.log").read_text()
+    run = tmp_path / "run_n600" / "results" / "simulated_n600" / "livae" / "0"
+    assert (tmp_path / "data" / "simulated_n600.json").exists()
+    trained = (run / "latent.h5ad").stat().st_mtime_ns
+    (run / "metrics.tsv").unlink()
+    resumed = {r["rule"]: r for r in bench.main(["--sizes", "600", "--resume"] + args)}
+    log = (tmp_path / "run_n600" / "snakemake_resume.log").read_text()
     assert "rule metrics:" in log and "rule train:" not in log and "rule embed:" not in log
-    assert (results / "livae" / "0" / "latent.h5ad").stat().st_mtime_ns == trained
-    assert (results / "livae" / "0" / "metrics.tsv").exists() and (tmp_path / "data").exists()  # resume keeps
-    by_rule = {r["rule"]: r for r in rows}
-    assert by_rule["train"]["seconds"] > 0 and by_rule["build (driver)"]["seconds"] > 0  # from the first run
+    assert (run / "latent.h5ad").stat().st_mtime_ns == trained and (run / "metrics.tsv").exists()
+    assert resumed["train"]["seconds"] > 0 and resumed["build (driver)"]["seconds"] > 0  # from the first run
+    # without --keep the data and run folders are deleted, the TSV stays
+    bench.clean_work(tmp_path, [300, 600])
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run_n300").exists()
+    assert not (tmp_path / "run_n600").exists() and (tmp_path / "pipeline_scale.tsv").exists()
 
 
 def test_bench_map_subsample_scores_maps_fit_on_a_subsample(tmp_path, capsys):

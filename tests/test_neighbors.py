@@ -26,7 +26,7 @@ def test_exact_neighbours_put_each_cell_first_and_sort_by_distance() -> None:
 
 
 def test_nndescent_finds_the_exact_neighbours_and_auto_switches_on_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pynndescent's approximate search (used above 50,000 cells) recalls >= 0.98 of the exact 30-NN here."""
+    """pynndescent's approximate search (used above 50,000 cells x 91 neighbours) recalls >= 0.98 of the exact 30-NN."""
     import geovae.neighbors as N
 
     Z = clustered(3000)
@@ -36,8 +36,8 @@ def test_nndescent_finds_the_exact_neighbours_and_auto_switches_on_size(monkeypa
     recall = np.mean([len(set(a[1:]) & set(b[1:])) / 29 for a, b in zip(exact.indices, approx.indices)])
     assert recall >= 0.98, recall
     assert latent_neighbors(Z, 5).method == "exact"
-    monkeypatch.setattr(N, "EXACT_MAX_CELLS", 1000)
-    assert latent_neighbors(Z, 5).method == "nndescent"
+    monkeypatch.setattr(N, "EXACT_MAX_ENTRIES", 3000 * 10)  # the switch is on cells x neighbours
+    assert latent_neighbors(Z, 10).method == "exact" and latent_neighbors(Z, 11).method == "nndescent"
     with pytest.raises(ValueError, match="neighbour search 'annoy'"):
         latent_neighbors(Z, 5, method="annoy")
 

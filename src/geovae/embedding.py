@@ -1,6 +1,6 @@
 """Two-dimensional embeddings of a latent space: UMAP and t-SNE on one shared kNN graph.
 
-One neighbour search per latent (:func:`geovae.neighbors.latent_neighbors`, exact below 50,000 cells)
+One neighbour search per latent (:func:`geovae.neighbors.latent_neighbors`, exact up to 50,000 cells at 91 neighbours)
 serves UMAP (its fuzzy graph, as ``scanpy.tl.umap`` after ``scanpy.pp.neighbors``), t-SNE (openTSNE's
 perplexity affinities from the first ``3 * perplexity`` neighbours) and the Leiden clusters of the
 embed rule. Computing the UMAP graph in numpy also skips umap-learn's numba compilation of its

@@ -350,8 +350,10 @@ class EmbedOptions:
     tsne_method: str = opt("auto", "t-SNE gradients: Barnes-Hut below 10,000 cells and FFT interpolation from "
                            "there (auto, openTSNE's rule), or bh / fft always", type="string",
                            enum=["auto", "bh", "fft"])
-    neighbors_method: str = opt("auto", "search of the kNN graph shared by UMAP, t-SNE and Leiden: exact up to "
-                                "50,000 cells and pynndescent above (auto), or exact / nndescent always",
+    neighbors_method: str = opt("auto", "search of the kNN graph shared by UMAP, t-SNE and Leiden: exact while "
+                                "cells x neighbours <= 4,550,000 (50,000 cells at t-SNE's 91 neighbours, ~300,000 "
+                                "at the 15 kept when the maps are subsampled) and pynndescent above (auto), or "
+                                "exact / nndescent always",
                                 type="string", enum=["auto", "exact", "nndescent"])
     map_cells: int = opt(50000, "cells the UMAP and t-SNE layouts are fit on: above it a seeded subsample of this "
                          "many cells is fit and every other cell is placed at the inverse-distance-weighted mean "
