@@ -51,7 +51,8 @@ def tiny_run(tmp_path_factory) -> Path:
     config["interpret"]["gene_sets"]["human"] = str(ROOT / "resources" / "go" / "GO_Biological_Process_2021_human.gmt.gz")
     # settings of one dataset (issue: per-dataset settings), checked by test_per_dataset_settings
     config["per_dataset"] = {"geo_pbmc": {"train": {"max_epochs": 3}, "livae": {"latent_dim": 5},
-                                          "preprocess": {"rna": {"n_top_genes": 300}}}}
+                                          "preprocess": {"rna": {"n_top_genes": 300}}},
+                             "atac_local": {"embed": {"map_cells": 100}}}  # maps fit on a subsample
     with serve_directory(geo_root) as server:
         config["geo"] = {"base_url": server.url, "cache_dir": str(work / "geo_cache")}
         (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -330,3 +331,17 @@ def test_report_in_a_real_browser(tiny_run: Path, tmp_path: Path) -> None:
             assert image.size == (1400, 1000)
             assert len(set(image.convert("L").getdata())) > 20  # something was drawn, not a blank page
     print("screenshots:", ", ".join(str(tmp_path / f"{n}.png") for n in shots))
+
+
+def test_maps_above_map_cells_are_fit_on_a_subsample_in_the_rule(tiny_run: Path) -> None:
+    """atac_local (240 cells) runs with embed.map_cells 100: 100 fitted cells, the others placed, all recorded."""
+    run = tiny_run / "results" / "atac_local" / "livae" / "0"
+    emb = ad.read_h5ad(run / "embedding.h5ad")
+    assert emb.obs["map_fitted"].dtype == bool and int(emb.obs["map_fitted"].sum()) == 100
+    assert emb.uns["geovae_embed"]["map_fitted_cells"] == 100
+    for key in ("X_umap", "X_tsne"):
+        assert emb.obsm[key].shape == (emb.n_obs, 2) and np.isfinite(emb.obsm[key]).all()
+    info = json.loads((run / "embed_info.json").read_text())
+    assert info["settings"]["map_cells"] == 100 and {"map_neighbors", "place"} <= set(info["seconds"])
+    pbmc = ad.read_h5ad(tiny_run / "results" / "pbmc" / "livae" / "0" / "embedding.h5ad")
+    assert "map_fitted" not in pbmc.obs and pbmc.uns["geovae_embed"]["map_fitted_cells"] == pbmc.n_obs
