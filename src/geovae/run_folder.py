@@ -90,7 +90,7 @@ def write_training_outputs(model: Any, adata: ad.AnnData, *, model_dir: str | Pa
     anndata.AnnData
         What was written to ``latent``.
     """
-    from geovae.pl import loss_curves
+    from geovae.plotting.training import loss_curves
     from geovae.runinfo import write_json
 
     result = latent_adata(model, adata)

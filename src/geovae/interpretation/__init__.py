@@ -7,46 +7,33 @@
 * :func:`build_go_bp_gene_sets` -> GO BP gene sets from Bioconductor SQLite annotation files
 """
 
-from geovae.interpretation.components import (
-    annotate_components,
-    component_gene_correlations,
-    component_names,
-    components_from_uns,
-)
-from geovae.interpretation.enrichment import (
-    GeneSetCoverageWarning,
-    benjamini_hochberg,
-    default_gene_set_path,
-    empty_gsea,
-    enrich_components,
-    gene_set_coverage,
-    prerank_components,
-    read_gmt,
-    write_gmt,
-)
-from geovae.interpretation.genesets import build_go_bp_gene_sets, write_go_bp_gmt
-from geovae.interpretation.validation import empty_validation, validate_adata, validate_programs
-from geovae.interpretation.pipeline import InterpretationResult, interpret_run
+from __future__ import annotations
 
-__all__ = [
-    "InterpretationResult",
-    "interpret_run",
-    "GeneSetCoverageWarning",
-    "annotate_components",
-    "build_go_bp_gene_sets",
-    "empty_gsea",
-    "empty_validation",
-    "prerank_components",
-    "validate_adata",
-    "validate_programs",
-    "write_go_bp_gmt",
-    "benjamini_hochberg",
-    "component_gene_correlations",
-    "component_names",
-    "components_from_uns",
-    "default_gene_set_path",
-    "enrich_components",
-    "gene_set_coverage",
-    "read_gmt",
-    "write_gmt",
-]
+from typing import TYPE_CHECKING
+
+from geovae._lazy import lazy_exports
+
+# names load from their submodules on first use (a job that needs one function does not load scanpy/gseapy)
+_EXPORTS = {
+    **dict.fromkeys(["annotate_components", "component_gene_correlations", "component_names", "components_from_uns"],
+                    "components"),
+    **dict.fromkeys(["GeneSetCoverageWarning", "benjamini_hochberg", "default_gene_set_path", "empty_gsea",
+                     "enrich_components", "gene_set_coverage", "prerank_components", "read_gmt", "write_gmt"],
+                    "enrichment"),
+    **dict.fromkeys(["build_go_bp_gene_sets", "write_go_bp_gmt"], "genesets"),
+    **dict.fromkeys(["empty_validation", "validate_adata", "validate_programs"], "validation"),
+    **dict.fromkeys(["InterpretationResult", "interpret_run"], "pipeline"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from geovae.interpretation.components import (annotate_components, component_gene_correlations, component_names,
+                                                  components_from_uns)
+    from geovae.interpretation.enrichment import (GeneSetCoverageWarning, benjamini_hochberg, default_gene_set_path,
+                                                  empty_gsea, enrich_components, gene_set_coverage, prerank_components,
+                                                  read_gmt, write_gmt)
+    from geovae.interpretation.genesets import build_go_bp_gene_sets, write_go_bp_gmt
+    from geovae.interpretation.pipeline import InterpretationResult, interpret_run
+    from geovae.interpretation.validation import empty_validation, validate_adata, validate_programs
+
+__all__ = sorted(_EXPORTS)

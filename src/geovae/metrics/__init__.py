@@ -18,42 +18,33 @@ returns a tidy table.
 - program recovery: :func:`program_recovery`
 """
 
-from .batch import ilisi, lisi_scores
-from .clustering import clustering_metrics, coupling_degree, graph_subsample, knn_accuracy, leiden_metrics
-from .evaluate import evaluate
-from .fidelity import (
-    LatentNeighbourhood,
-    coranking_matrix,
-    coranking_qnx,
-    embedding_fidelity,
-    fidelity_from_qnx,
-    precompute_latent,
-    qnx_from_coranking,
-    rank_matrix,
-    subsample_indices,
-)
-from .intrinsic import covariance_spectrum, intrinsic_metrics
-from .programs import program_recovery
+from __future__ import annotations
 
-__all__ = [
-    "LatentNeighbourhood",
-    "clustering_metrics",
-    "coranking_matrix",
-    "coranking_qnx",
-    "coupling_degree",
-    "covariance_spectrum",
-    "embedding_fidelity",
-    "evaluate",
-    "fidelity_from_qnx",
-    "ilisi",
-    "intrinsic_metrics",
-    "knn_accuracy",
-    "graph_subsample",
-    "leiden_metrics",
-    "lisi_scores",
-    "precompute_latent",
-    "program_recovery",
-    "qnx_from_coranking",
-    "rank_matrix",
-    "subsample_indices",
-]
+from typing import TYPE_CHECKING
+
+from geovae._lazy import lazy_exports
+
+# names load from their submodules on first use (the glossary and the statistics do not load scikit-learn)
+_EXPORTS = {
+    **dict.fromkeys(["ilisi", "lisi_scores"], "batch"),
+    **dict.fromkeys(["clustering_metrics", "coupling_degree", "graph_subsample", "knn_accuracy", "leiden_metrics"],
+                    "clustering"),
+    "evaluate": "evaluate",
+    **dict.fromkeys(["LatentNeighbourhood", "coranking_matrix", "coranking_qnx", "embedding_fidelity",
+                     "fidelity_from_qnx", "precompute_latent", "qnx_from_coranking", "rank_matrix",
+                     "subsample_indices"], "fidelity"),
+    **dict.fromkeys(["covariance_spectrum", "intrinsic_metrics"], "intrinsic"),
+    "program_recovery": "programs",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .batch import ilisi, lisi_scores
+    from .clustering import clustering_metrics, coupling_degree, graph_subsample, knn_accuracy, leiden_metrics
+    from .evaluate import evaluate
+    from .fidelity import (LatentNeighbourhood, coranking_matrix, coranking_qnx, embedding_fidelity, fidelity_from_qnx,
+                           precompute_latent, qnx_from_coranking, rank_matrix, subsample_indices)
+    from .intrinsic import covariance_spectrum, intrinsic_metrics
+    from .programs import program_recovery
+
+__all__ = sorted(_EXPORTS)
