@@ -26,7 +26,7 @@ run: install
 	@echo "Done: results/metrics.tsv, results/<dataset>/<model>/<seed>/, report in results/report.html"
 
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Headless Chromium for the report's browser test (Debian's package; installed when run as root).
 browser:

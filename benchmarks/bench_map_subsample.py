@@ -37,17 +37,12 @@ OUT = Path(__file__).resolve().parent / "results" / "embedding"
 def placed_accuracy(xy: np.ndarray, labels: np.ndarray, placed: np.ndarray, n_max: int = 10_000,
                     seed: int = 0) -> float:
     """15-NN label accuracy on the map of (a seeded subsample of at most ``n_max``) placed cells."""
-    from sklearn.neighbors import NearestNeighbors
-
+    from geovae.metrics import neighbour_label_accuracy
     from geovae.metrics.fidelity import subsample_indices
 
     if placed.size == 0:
         return float("nan")
-    rows = placed[subsample_indices(placed.size, n_max, seed)]
-    codes, _ = pd.factorize(labels)
-    idx = NearestNeighbors(n_neighbors=16).fit(xy).kneighbors(xy[rows], return_distance=False)[:, 1:]
-    votes = np.array([np.bincount(codes[i]).argmax() for i in idx])
-    return float(np.mean(votes == codes[rows]))
+    return neighbour_label_accuracy(xy, labels, placed[subsample_indices(placed.size, n_max, seed)], k=15)
 
 
 def latents(args: argparse.Namespace):

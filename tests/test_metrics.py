@@ -494,3 +494,21 @@ def test_evaluate_real_atac_fixture() -> None:
     assert 0.2 < got["NMI"] <= 1.0 and np.isfinite(got["ARI"])
     assert got["K_max_umap"] >= 1 and 0 < got["Q_local_umap"] <= 1
     assert np.isfinite(got["overall_intrinsic_quality"])
+
+
+def test_neighbour_label_accuracy_counts_majority_votes_by_hand() -> None:
+    from geovae.metrics import neighbour_label_accuracy
+
+    # a line: four "a" cells, four "b" cells far away, and one "b" cell among the "a" ones
+    xy = np.array([[0.0, 0], [1, 0], [2, 0], [3, 0], [10, 0], [11, 0], [12, 0], [13, 0], [1.5, 0]])
+    labels = ["a"] * 4 + ["b"] * 5
+    # every cell's 3 neighbours vote its own label except the stray "b" (its neighbours are 1, 2 and 0 or 3)
+    assert neighbour_label_accuracy(xy, labels, k=3) == pytest.approx(8 / 9)
+    assert neighbour_label_accuracy(xy, labels, rows=np.array([8]), k=3) == 0.0
+    assert np.isnan(neighbour_label_accuracy(xy, labels, rows=np.array([], dtype=int)))
+    # a tie between two labels goes to the first in sorted order
+    line = np.array([[0.0, 0], [1, 0], [2, 0]])
+    assert neighbour_label_accuracy(line, ["b", "a", "a"], rows=np.array([1]), k=2) == 1.0
+    assert neighbour_label_accuracy(line, ["a", "b", "b"], rows=np.array([1]), k=2) == 0.0
+    with pytest.raises(ValueError, match="missing"):
+        neighbour_label_accuracy(line, ["a", None, "b"])

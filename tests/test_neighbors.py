@@ -120,18 +120,10 @@ def _labelled_clusters(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return (centres[labels] + rng.normal(size=(n, 10))).astype(np.float32), labels
 
 
-def _map_knn_accuracy(xy: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
-    """Share of ``rows`` whose 15 nearest cells on the map mostly carry their own label."""
-    from sklearn.neighbors import NearestNeighbors
-
-    idx = NearestNeighbors(n_neighbors=16).fit(xy).kneighbors(xy[rows], return_distance=False)[:, 1:]
-    votes = np.array([np.bincount(labels[i], minlength=8).argmax() for i in idx])
-    return float(np.mean(votes == labels[rows]))
-
-
 def test_maps_above_map_cells_are_fit_on_a_seeded_subsample_and_place_the_rest() -> None:
     """Fitted cells get the map of the subsample alone; placed cells land among their own cluster."""
     from geovae.embedding import embed_2d, tsne_2d, umap_2d
+    from geovae.metrics import neighbour_label_accuracy
 
     Z, labels = _labelled_clusters(900)
     coords, seconds, shared, fitted = embed_2d(Z, seed=2, extra_neighbors=15, map_cells=300)
@@ -143,7 +135,7 @@ def test_maps_above_map_cells_are_fit_on_a_seeded_subsample_and_place_the_rest()
     placed = np.flatnonzero(~fitted)
     for key in ("X_umap", "X_tsne"):
         assert coords[key].shape == (900, 2) and np.isfinite(coords[key]).all()
-        assert _map_knn_accuracy(coords[key], labels, placed) >= 0.95
+        assert neighbour_label_accuracy(coords[key], labels, placed) >= 0.95
     again, _, _, fitted_again = embed_2d(Z, seed=2, extra_neighbors=15, map_cells=300)
     np.testing.assert_array_equal(fitted, fitted_again)
     np.testing.assert_array_equal(coords["X_tsne"], again["X_tsne"])

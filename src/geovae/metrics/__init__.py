@@ -8,7 +8,7 @@ Everything works on numpy arrays; :func:`evaluate` runs the whole suite on an An
 returns a tidy table.
 
 - clustering: :func:`clustering_metrics` (NMI, ARI, AMI, ASW, ASW_label, CAL, DAV, COR),
-  :func:`leiden_metrics`, :func:`knn_accuracy`,
+  :func:`leiden_metrics`, :func:`knn_accuracy`, :func:`neighbour_label_accuracy`,
   :func:`graph_subsample`
 - embedding fidelity: :func:`embedding_fidelity` (DC, Q_local, Q_global, K_max,
   overall_embedding_quality), :class:`LatentNeighbourhood` to share the latent side between
@@ -27,8 +27,8 @@ from geovae._lazy import lazy_exports
 # names load from their submodules on first use (the glossary and the statistics do not load scikit-learn)
 _EXPORTS = {
     **dict.fromkeys(["ilisi", "lisi_scores"], "batch"),
-    **dict.fromkeys(["clustering_metrics", "coupling_degree", "graph_subsample", "knn_accuracy", "leiden_metrics"],
-                    "clustering"),
+    **dict.fromkeys(["clustering_metrics", "coupling_degree", "graph_subsample", "knn_accuracy", "leiden_metrics",
+                     "neighbour_label_accuracy"], "clustering"),
     "evaluate": "evaluate",
     **dict.fromkeys(["LatentNeighbourhood", "coranking_matrix", "coranking_qnx", "embedding_fidelity",
                      "fidelity_from_qnx", "precompute_latent", "qnx_from_coranking", "rank_matrix",
@@ -40,7 +40,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .batch import ilisi, lisi_scores
-    from .clustering import clustering_metrics, coupling_degree, graph_subsample, knn_accuracy, leiden_metrics
+    from .clustering import (clustering_metrics, coupling_degree, graph_subsample, knn_accuracy, leiden_metrics,
+                             neighbour_label_accuracy)
     from .evaluate import evaluate
     from .fidelity import (LatentNeighbourhood, coranking_matrix, coranking_qnx, embedding_fidelity, fidelity_from_qnx,
                            precompute_latent, qnx_from_coranking, rank_matrix, subsample_indices)

@@ -347,3 +347,48 @@ def knn_accuracy(
         clf = KNeighborsClassifier(n_neighbors=min(k, train.size)).fit(Zl[train], codes[train])
         accs.append(float(np.mean(clf.predict(Zl[test]) == codes[test])))
     return {"kNN_accuracy": float(np.mean(accs))}
+
+
+def neighbour_label_accuracy(xy: np.ndarray, labels: Sequence | np.ndarray, rows: np.ndarray | None = None,
+                             k: int = 15) -> float:
+    """Share of ``rows`` whose ``k`` nearest other cells in ``xy`` mostly carry the row's own label.
+
+    A majority vote of each cell's neighbours among all cells (ties go to the first label in sorted
+    order), without cross-validation: the check of a map, e.g. of the cells placed on maps fit on a
+    subsample (:func:`geovae.embedding.place_cells`). :func:`knn_accuracy` is the cross-validated
+    classifier of the metric suite.
+
+    Parameters
+    ----------
+    xy
+        ``n x d`` coordinates (a 2-D map or a latent).
+    labels
+        ``n`` cell labels (no missing values).
+    rows
+        Cells to score (default: all).
+    k
+        Neighbours that vote (default 15).
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1]; NaN when ``rows`` is empty.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` does not have one entry per row of ``xy`` or has missing values.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    xy = _as_latent(xy)
+    codes, mask = _encode_labels(labels, xy.shape[0])
+    if not mask.all():
+        raise ValueError(f"labels has {int((~mask).sum())} missing values")
+    rows = np.arange(xy.shape[0]) if rows is None else np.asarray(rows)
+    if rows.size == 0:
+        return float("nan")
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy[rows], return_distance=False)[:, 1:]
+    votes = np.zeros((rows.size, int(codes.max()) + 1), dtype=np.int64)
+    np.add.at(votes, (np.repeat(np.arange(rows.size), idx.shape[1]), codes[idx].ravel()), 1)
+    return float(np.mean(votes.argmax(axis=1) == codes[rows]))
