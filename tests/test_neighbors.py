@@ -185,3 +185,19 @@ def test_leiden_runs_two_iterations_above_the_convergence_threshold(monkeypatch:
     np.testing.assert_array_equal(C.leiden_clusters(Z, neighbors=nb), converged)
     monkeypatch.setattr(C, "LEIDEN_CONVERGE_MAX_CELLS", 100)
     np.testing.assert_array_equal(C.leiden_clusters(Z, neighbors=nb), two)
+
+
+def test_umap_layout_functions_are_compiled_into_numbas_file_cache() -> None:
+    """After a map, umap-learn's layout optimisers have a file cache with an index for the next process."""
+    import numba
+    import umap.layouts
+
+    from geovae.embedding import _cache_umap_layouts, umap_2d
+
+    umap_2d(np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32), seed=0)
+    dispatchers = [f for f in vars(umap.layouts).values() if isinstance(f, numba.core.registry.CPUDispatcher)]
+    assert dispatchers and _cache_umap_layouts() == len(dispatchers)
+    assert all(type(f._cache).__name__ == "FunctionCache" for f in dispatchers)
+    # the optimiser that ran wrote its index (where numba keeps it: next to umap-learn or NUMBA_CACHE_DIR)
+    used = umap.layouts._nb_optimize_layout_euclidean_single_epoch
+    assert __import__("os").path.exists(used._cache._cache_file._index_path)
