@@ -85,6 +85,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     # training variants (options in MODEL_TRAIN): why clustering falls with training length (bench_epochs.py)
     "livae_eps": ("livae", {}),
     "livae_lr3e-4": ("livae", {}),
+    # early stopping on any improvement (min_rel_delta 0: the default before 2026-12-07, issue #24)
+    "livae_rel0": ("livae", {}),
     # model-input variant (options in MODEL_INPUT): what the z-scoring and clipping of the input cost
     "livae_noscale": ("livae", {}),
     # size variants: the latent (paper 10) and the bottleneck (paper 2)
@@ -94,7 +96,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "sivae_beta0.1": ("sivae", {"beta_kl": 0.1}),
 }
 #: Training options of a benchmark model beyond the pipeline's (Adam eps 0.01 is scvi-tools' setting).
-MODEL_TRAIN: dict[str, dict[str, Any]] = {"livae_eps": {"adam_eps": 0.01}, "livae_lr3e-4": {"lr": 3e-4}}
+MODEL_TRAIN: dict[str, dict[str, Any]] = {"livae_eps": {"adam_eps": 0.01}, "livae_lr3e-4": {"lr": 3e-4},
+                                        "livae_rel0": {"min_rel_delta": 0.0}}
 #: Model-input recipe of a benchmark model beyond the pipeline's (``set_model_input``'s ``center_scale``, ``clip``).
 MODEL_INPUT: dict[str, dict[str, Any]] = {"livae_noscale": {"center_scale": False, "clip": None}}
 #: Models that differ from livae by one training, input or size option, tested against it (not in the zoo run).

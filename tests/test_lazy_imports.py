@@ -11,6 +11,7 @@ import importlib
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,8 @@ def test_every_public_name_resolves_to_its_submodule_object(package: str) -> Non
         getattr(module, "no_such_name")
 
 
-def _fresh(code: str) -> dict:
-    """Run ``code`` in a new interpreter; it prints one JSON object."""
+def _fresh(code: str) -> Any:
+    """Run ``code`` in a new interpreter; it prints one JSON value (here always a list), returned decoded."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -190,14 +190,15 @@ class _ToyData:
         return {"x": np.zeros((len(idx), 1), dtype=np.float32)}
 
 
-@pytest.mark.parametrize("min_delta, best", [(0.0, 5), (0.6, 4)])
-def test_early_stopping_restores_best_weights(min_delta, best):
+@pytest.mark.parametrize("min_delta, min_rel_delta, best", [(0.0, 0.0, 5), (0.6, 0.0, 4), (0.0, 0.26, 4)])
+def test_early_stopping_restores_best_weights(min_delta, min_rel_delta, best):
     from geovae.training import TrainingConfig, train_module
 
+    # relative 0.26: epoch 2 (4 vs 5: 20 %) does not count, 3 (3 vs 5) and 4 (2 vs 3: 33 %) do, 5 (1.5 vs 2: 25 %) not
     script = [5.0, 4.0, 3.0, 2.0, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2]
     module = _ScriptedModule(script)
     cfg = TrainingConfig(max_epochs=len(script), batch_size=10, lr=0.1, patience=3, min_delta=min_delta,
-                         progress_bar=False, device="cpu")
+                         min_rel_delta=min_rel_delta, progress_bar=False, device="cpu")
     result = train_module(module, _ToyData(), cfg)
     meta, hist = result.metadata, result.history
     assert meta["best_epoch"] == best and meta["stopped_early"]
@@ -205,6 +206,33 @@ def test_early_stopping_restores_best_weights(min_delta, best):
     assert list(hist["val_total"]) == script[: best + 3]
     assert float(module.w.detach()) == module.w_at_epoch[best - 1]  # weights of the best epoch restored
     assert module.w_at_epoch[-1] > module.w_at_epoch[best - 1]  # training had moved on
+
+
+def test_relative_min_delta_stops_a_slow_crawl():
+    """A loss that still falls by 0.1 % an epoch never stops on min_delta 0, and stops on min_rel_delta 1 %."""
+    from geovae.training import TrainingConfig, train_module
+
+    script = [1000.0 * 0.999**k for k in range(30)]
+    stops = {}
+    for rel in (0.0, 0.01):
+        cfg = TrainingConfig(max_epochs=len(script), batch_size=10, lr=0.1, patience=5, min_rel_delta=rel,
+                             progress_bar=False, device="cpu")
+        stops[rel] = train_module(_ScriptedModule(script), _ToyData(), cfg).metadata
+    assert stops[0.0]["n_epochs"] == 30 and not stops[0.0]["stopped_early"] and stops[0.0]["best_epoch"] == 30
+    # every epoch after the first falls by 0.1 % of the best (epoch 1): 5 bad epochs, stop at 6, keep epoch 1
+    assert stops[0.01]["stopped_early"] and stops[0.01]["n_epochs"] == 6 and stops[0.01]["best_epoch"] == 1
+
+
+def test_improvement_threshold_is_the_larger_rule():
+    from geovae.training import TrainingConfig
+    from geovae.training.trainer import _improvement_threshold
+
+    cfg = TrainingConfig(min_delta=2.0, min_rel_delta=1e-3)
+    assert _improvement_threshold(float("inf"), cfg) == 2.0  # nothing to be relative to yet
+    assert _improvement_threshold(1000.0, cfg) == 2.0
+    assert _improvement_threshold(-5000.0, cfg) == pytest.approx(5.0)  # |best|: losses may be negative
+    with pytest.raises(ValueError, match="min_rel_delta"):
+        TrainingConfig(min_rel_delta=1.0)
 
 
 def test_epoch_budget_caps_epochs_on_large_data():

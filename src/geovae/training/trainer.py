@@ -492,7 +492,7 @@ def _early_stopping(st: dict[str, Any], module: nn.Module, cfg: TrainingConfig, 
     if epoch < int(getattr(module, "stable_from_epoch", 1)):
         st["done"] = epoch >= cfg.max_epochs
         return
-    if monitored < st["best_loss"] - cfg.min_delta:
+    if monitored < st["best_loss"] - _improvement_threshold(st["best_loss"], cfg):
         st["best_loss"], st["best_epoch"], st["bad_epochs"] = monitored, epoch, 0
         if cfg.early_stopping:
             st["best_state"] = clone_state(module.state_dict())
@@ -501,6 +501,25 @@ def _early_stopping(st: dict[str, Any], module: nn.Module, cfg: TrainingConfig, 
         if cfg.early_stopping and st["bad_epochs"] >= cfg.patience:
             st["stopped_early"] = st["done"] = True
     st["done"] = st["done"] or epoch >= cfg.max_epochs
+
+
+def _improvement_threshold(best_loss: float, cfg: TrainingConfig) -> float:
+    """How far below ``best_loss`` the monitored loss must fall to count as an improvement.
+
+    Parameters
+    ----------
+    best_loss
+        Best monitored loss so far (``inf`` before the first counted epoch: then any finite loss counts).
+    cfg
+        ``min_delta`` (absolute) and ``min_rel_delta`` (fraction of ``|best_loss|``); the larger applies.
+
+    Returns
+    -------
+    float
+        The threshold, >= 0.
+    """
+    relative = cfg.min_rel_delta * abs(best_loss) if np.isfinite(best_loss) else 0.0
+    return max(cfg.min_delta, relative)
 
 
 def _run_metadata(st: dict[str, Any], cfg: TrainingConfig, device: torch.device, amp_dtype: torch.dtype | None,
