@@ -25,9 +25,10 @@ has no epoch loop (``fit`` draws one random minibatch per iteration and scores c
 each); it is timed on ``ceil(0.9 n / 128)`` calls of its ``update`` per epoch-equivalent
 (``irecon=1, lorentz=10``, its log1p(counts) input).
 
-``geovae`` computes the large float32 products of its layers with oneDNN (``geovae.nn.Linear``;
-on AMD CPUs MKL's ``sgemm`` runs at about half oneDNN's speed); ``geovae_blas`` is the same
-model with every product in torch's default BLAS, to show what that path contributes.
+``geovae`` runs the package default: the large float32 products of its layers in oneDNN
+(``geovae.nn.Linear``) on CPUs with AVX-512 (where, on AMD, MKL's ``sgemm`` runs at about half
+oneDNN's speed), torch's default BLAS otherwise; ``geovae_blas`` forces every product into the BLAS
+and ``geovae_onednn`` the large ones into oneDNN, to show what each path contributes on this CPU.
 ``--tools geovae,scvi,geovae_bf16,scvi_bf16`` adds bfloat16-autocast runs of both (reported as
 separate tools, since they change the numbers); ``geovae_dist`` is LiVAE with the authors' code's
 geometric loss (mean Lorentz distance, ``lorentz_squared=False``) instead of the paper's eq. 6 (mean
@@ -99,7 +100,7 @@ def _cluster_scores(latent: Any, labels: Any) -> dict[str, float]:
 
 
 def _run_geovae(adata: Any, epochs: int, seed: int, cpu_amp: bool = False,
-                lorentz_squared: bool = True, onednn: bool = True) -> tuple[float, Any]:
+                lorentz_squared: bool = True, onednn: bool | None = None) -> tuple[float, Any]:
     from geovae.models.livae import LiVAE
     from geovae.nn import set_onednn_linear
     from geovae.preprocessing.input import set_model_input
@@ -190,9 +191,11 @@ RUNNERS = {"geovae": _run_geovae, "scvi": _run_scvi, "livae021": _run_livae021,
            # LiVAE with the geometric loss of the authors' code (mean distance instead of the paper's
            # mean squared distance, ``lorentz_squared=False``): same speed, other embedding
            "geovae_dist": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, lorentz_squared=False),
-           # LiVAE with every product in torch's default BLAS (MKL in the CPU wheels) instead of
-           # oneDNN for the large ones (geovae.nn.Linear): shows what the oneDNN path contributes
-           "geovae_blas": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, onednn=False)}
+           # LiVAE with every product in torch's default BLAS (MKL in the CPU wheels), also on CPUs with
+           # AVX-512 where geovae.nn.Linear sends the large ones to oneDNN: what the oneDNN path contributes
+           "geovae_blas": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, onednn=False),
+           # and every large product in oneDNN whatever the CPU (the default takes it only with AVX-512)
+           "geovae_onednn": lambda adata, epochs, seed: _run_geovae(adata, epochs, seed, onednn=True)}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -258,7 +261,7 @@ def _datasets(quick: bool, workdir: Path, wanted: set[str]) -> dict[str, Path]:
 def _python_for(tool: str, args: argparse.Namespace) -> str | None:
     path = {"geovae": sys.executable, "scvi": args.scvi_python, "livae021": args.livae_python,
             "geovae_bf16": sys.executable, "scvi_bf16": args.scvi_python, "geovae_dist": sys.executable,
-            "geovae_blas": sys.executable, "geovae_api": sys.executable, "scvi_api": args.scvi_python}[tool]
+            "geovae_blas": sys.executable, "geovae_onednn": sys.executable, "geovae_api": sys.executable, "scvi_api": args.scvi_python}[tool]
     if not Path(path).exists():
         print(f"[skip] {tool}: no Python at {path}. Create the venv with:\n    {VENV_HELP[tool.split('_')[0]]}",
               flush=True)
@@ -291,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tools", default="geovae,scvi,livae021",
                         help="comma-separated, from: geovae, scvi, livae021, the bfloat16 variants "
                              "geovae_bf16, scvi_bf16 (CPUs with native bf16), and geovae_dist (LiVAE with "
-                             "lorentz_squared=False), geovae_blas (LiVAE with all products in torch's "
-                             "default BLAS instead of oneDNN), and the public-API pair geovae_api, scvi_api "
+                             "lorentz_squared=False), geovae_blas / geovae_onednn (LiVAE with all products in "
+                             "torch's default BLAS / the large ones in oneDNN, whatever the CPU), and the public-API pair geovae_api, scvi_api "
                              "(each package's plain call and defaults on raw counts; ratio against scvi_api)")
     parser.add_argument("--datasets", default="pbmc68k,sim",
                         help="comma-separated, from: pbmc68k, sim (the simulated 20,000 x 2,000 set), kidney, "

@@ -204,3 +204,25 @@ def test_livae_trains_through_onednn_and_records_it(calls):
     np_fast = fast.history["train_total"].to_numpy()
     np_ref = ref.history["train_total"].to_numpy()
     assert abs(np_fast - np_ref).max() < 1e-3 * abs(np_ref).max()
+
+
+@needs_onednn
+@pytest.mark.parametrize("capability, expected", [("AVX512", "onednn"), ("AVX2", "default"), ("DEFAULT", "default")])
+def test_default_follows_the_cpu(monkeypatch, capability, expected):
+    # without a setting, oneDNN only where the CPU has AVX-512 (on an AVX2-only EPYC MKL was faster)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    previous = set_onednn_linear(None)
+    try:
+        assert matmul_backend("cpu") == expected
+        set_onednn_linear(True)
+        assert matmul_backend("cpu") == "onednn"  # a hand setting wins over the CPU
+        set_onednn_linear(False)
+        assert matmul_backend("cpu") == "default"
+    finally:
+        set_onednn_linear(previous)
+
+
+@pytest.mark.parametrize("value, mode", [(None, None), ("", None), ("auto", None), (" AUTO ", None), ("1", True),
+                                         ("on", True), ("0", False), ("off", False), ("false", False)])
+def test_environment_setting(value, mode):
+    assert gl._mode_from_env(value) is mode

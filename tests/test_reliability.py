@@ -31,7 +31,7 @@ import geo_server as gs  # noqa: E402
 
 from geovae.data.acquire import DatasetError, acquire_dataset  # noqa: E402
 from geovae.data.validate import check_trainable  # noqa: E402
-from geovae.nn import onednn_linear_available  # noqa: E402
+from geovae.nn import matmul_backend  # noqa: E402
 from geovae.metrics import evaluate  # noqa: E402
 from geovae.runinfo import atomic_outputs, config_hash, h5ad_safe, partial_path, provenance  # noqa: E402
 
@@ -366,7 +366,7 @@ _TRAIN_AND_PRINT = textwrap.dedent("""
     torch.set_num_threads(1)
     from test_livae import simulate
     from geovae.tl import fit_model
-    # 64 cells x 200 genes x 128 hidden: above geovae.nn.MIN_MACS, so the oneDNN products run where available
+    # 64 cells x 200 genes x 128 hidden: above geovae.nn.MIN_MACS, so the oneDNN products run where they are the default
     adata, _ = simulate(n_cells=150, n_genes=200)
     model = fit_model(adata, model="livae", params={"hidden_dim": 128, "latent_dim": 4},
                       train={"max_epochs": 3, "batch_size": 64}, device="cpu", seed=5, progress_bar=False)
@@ -381,7 +381,7 @@ def test_same_seed_bitwise_identical_latents_across_processes():
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
     assert runs[0].stdout.strip() == runs[1].stdout.strip() and "(150, 4)" in runs[0].stdout
-    assert runs[0].stdout.strip().endswith("onednn" if onednn_linear_available() else "default")
+    assert runs[0].stdout.strip().endswith(matmul_backend("cpu"))  # oneDNN where the CPU has AVX-512
 
 
 def test_provenance_record_is_h5ad_safe(tmp_path):

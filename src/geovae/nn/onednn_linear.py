@@ -14,8 +14,12 @@ products when all of these hold:
   overhead makes it slower: ``128 x 64 x 64`` takes 15 us against MKL's 12 us);
 * oneDNN is available and agreed with ``torch.nn.functional.linear`` on a first check
   (:func:`onednn_linear_available`);
-* it is not switched off (:func:`set_onednn_linear`, or ``GEOVAE_ONEDNN_LINEAR=0`` in the
-  environment).
+* the CPU has AVX-512, or the path is switched on by hand (:func:`set_onednn_linear`,
+  ``GEOVAE_ONEDNN_LINEAR=1``); ``GEOVAE_ONEDNN_LINEAR=0`` or ``set_onednn_linear(False)`` switches
+  it off. On an AVX2-only AMD EPYC (a later development machine, 2026-12-07) oneDNN ran the same
+  forward product at 63 GFLOP/s against MKL's 86 and LiVAE trained ~9 % slower through it
+  (``benchmarks/bench_throughput.py --tools geovae,geovae_blas``), so without AVX-512 the default
+  is torch's own path.
 
 The two paths round differently, so a model's numbers depend on which one ran (recorded as
 ``matmul_backend`` in the training metadata); each path is deterministic on its own. On CUDA
@@ -31,13 +35,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Linear", "MIN_MACS", "linear", "matmul_backend", "onednn_linear_available", "set_onednn_linear"]
+__all__ = ["Linear", "MIN_MACS", "cpu_has_avx512", "linear", "matmul_backend", "onednn_linear_available",
+           "set_onednn_linear"]
 
 #: Smallest product (rows x in x out multiply-adds) sent to oneDNN (measured crossover ~1-2M).
 MIN_MACS = 1 << 20
 
-_enabled = os.environ.get("GEOVAE_ONEDNN_LINEAR", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _mode_from_env(value: str | None) -> bool | None:
+    """``GEOVAE_ONEDNN_LINEAR``: unset, empty or ``auto`` -> None (decided by the CPU), else on/off."""
+    text = (value or "auto").strip().lower()
+    if text == "auto":
+        return None
+    return text not in ("0", "false", "no", "off")
+
+
+_enabled: bool | None = _mode_from_env(os.environ.get("GEOVAE_ONEDNN_LINEAR"))  # None: by the CPU
 _available: bool | None = None  # decided on first use
+
+
+def cpu_has_avx512() -> bool:
+    """Whether torch dispatches its CPU kernels with AVX-512 here (``torch.backends.cpu.get_cpu_capability``)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()).upper().startswith("AVX512")
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,10 +90,11 @@ def onednn_linear_available() -> bool:
     return _available
 
 
-def set_onednn_linear(enabled: bool) -> bool:
-    """Switch the oneDNN path of :class:`Linear` on or off for this process; returns the previous setting."""
+def set_onednn_linear(enabled: bool | None) -> bool | None:
+    """Switch the oneDNN path of :class:`Linear` on (True), off (False) or to the CPU's default (None:
+    on with AVX-512) for this process; returns the previous setting."""
     global _enabled
-    previous, _enabled = _enabled, bool(enabled)
+    previous, _enabled = _enabled, None if enabled is None else bool(enabled)
     return previous
 
 
@@ -81,8 +105,9 @@ def matmul_backend(device: torch.device | str = "cpu") -> str:
 
 
 def _onednn_on() -> bool:
-    """Whether the oneDNN path is switched on and works in this process."""
-    return _enabled and onednn_linear_available()
+    """Whether the oneDNN path is switched on (by hand, or by the CPU's AVX-512) and works in this process."""
+    wanted = cpu_has_avx512() if _enabled is None else _enabled
+    return wanted and onednn_linear_available()
 
 
 def _cpu_autocast() -> bool:
