@@ -39,7 +39,8 @@ def _add_option_flags(parser: argparse.ArgumentParser, path: str) -> None:
         kind = f.metadata["schema"].get("type")
         kinds = kind if isinstance(kind, list) else [kind]
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} (default: {f.default})"
+        # argparse %-formats help texts: a literal "%" in an option's description must be doubled
+        text = f"{f.metadata['help']} (default: {f.default})".replace("%", "%%")
         if "boolean" in kinds:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
