@@ -160,7 +160,8 @@ def test_misspelt_config_key_stops_the_workflow_before_any_job(tmp_path: Path) -
 
 #: A non-default value for every training option.
 NON_DEFAULT = {"max_epochs": 7, "epoch_budget": 1000, "batch_size": 33, "lr": 0.02, "device": "cpu", "early_stopping": False,
-               "validation_fraction": 0.2, "patience": 3, "min_delta": 0.5, "min_rel_delta": 0.01, "seed": 5, "progress_bar": False,
+               "validation_fraction": 0.2, "patience": 3, "min_delta": 0.5, "min_rel_delta": 0.01, "seed": 5,
+               "progress_bar": False,
                "grad_clip": None, "use_amp": False, "cpu_amp": True, "weight_decay": 0.01, "adam_eps": 0.01,
                "checkpoint_dir": "somewhere", "checkpoint_every": 4, "checkpoint_key": "ignored",
                "divergence_restarts": 0}

@@ -42,7 +42,6 @@ __all__ = ["Linear", "MIN_MACS", "cpu_has_avx512", "linear", "matmul_backend", "
 MIN_MACS = 1 << 20
 
 
-
 def _mode_from_env(value: str | None) -> bool | None:
     """``GEOVAE_ONEDNN_LINEAR``: unset, empty or ``auto`` -> None (decided by the CPU), else on/off."""
     text = (value or "auto").strip().lower()
