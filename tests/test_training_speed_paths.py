@@ -265,14 +265,19 @@ def test_integer_flag_of_the_counts():
     assert LiVAEModule._batch_nz(batch)[3] is False
 
 
+@pytest.mark.parametrize("fused_class", ["torch", "geovae"])  # torch.optim.Adam(fused=True) / FusedAdam
 @pytest.mark.parametrize("scale", [1e-3, 1e3])  # gradient norm below / above the clipping bound
-def test_clipping_inside_the_fused_optimizer_step_equals_clip_grad_norm(scale):
+def test_clipping_inside_the_fused_optimizer_step_equals_clip_grad_norm(scale, fused_class):
+    from geovae.training.fused_adam import FusedAdam
     from geovae.training.trainer import _clip_and_step
 
     def run(fused: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
         module = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Linear(5, 3))
-        opt = torch.optim.Adam(module.parameters(), lr=0.1, fused=fused, foreach=False if not fused else None)
+        if fused and fused_class == "geovae":
+            opt = FusedAdam(module.parameters(), lr=0.1)
+        else:
+            opt = torch.optim.Adam(module.parameters(), lr=0.1, fused=fused, foreach=False if not fused else None)
         for step in range(3):
             opt.zero_grad()
             (scale * module(torch.randn(4, 7)).pow(2).sum()).backward()
@@ -298,3 +303,23 @@ def test_deterministic_training_does_not_fill_new_memory_and_restores_the_settin
         assert torch.are_deterministic_algorithms_enabled()
         assert det.fill_uninitialized_memory is False
     assert det.fill_uninitialized_memory == before
+
+
+def test_deterministic_setting_follows_the_compiler_flag_once_the_compiler_is_loaded():
+    """Without torch._inductor loaded only the kernels' flag is set (no ~1 s compiler import, see
+    tests/test_fused_adam.py); once it is loaded, its ``deterministic`` option follows as with torch."""
+    import torch._inductor.config as inductor_config
+
+    from geovae.training.trainer import _set_deterministic_algorithms
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                inductor_config.deterministic)
+    try:
+        _set_deterministic_algorithms(True, warn_only=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert inductor_config.deterministic is True
+        _set_deterministic_algorithms(False, warn_only=False)
+        assert not torch.are_deterministic_algorithms_enabled() and inductor_config.deterministic is False
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        inductor_config.deterministic = previous[2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Protocol
@@ -26,6 +27,7 @@ from ..nn.onednn_linear import matmul_backend
 from ..options import TrainingConfig, training_config
 from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from .data import AnnDataBatches
+from .fused_adam import FusedAdam
 
 __all__ = [
     "TrainingConfig",
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("geovae.training")
+
+#: What the loop steps: geovae's fused Adam, or torch's Adam where that one does not apply.
+Optimizer = torch.optim.Optimizer | FusedAdam
 
 
 class BatchSource(Protocol):
@@ -153,13 +158,28 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     previous_fill = det.fill_uninitialized_memory
     if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _set_deterministic_algorithms(True, warn_only=True)
         det.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        _set_deterministic_algorithms(previous, warn_only=previous_warn)
         det.fill_uninitialized_memory = previous_fill
+
+
+def _set_deterministic_algorithms(mode: bool, warn_only: bool) -> None:
+    """:func:`torch.use_deterministic_algorithms`, without loading ``torch._inductor`` for it.
+
+    The public function also sets the compiler's ``deterministic`` option, and importing the
+    compiler's configuration imports ``torch._dynamo`` (~1 s in every training process). The loop
+    compiles nothing, so the kernels' flag is set alone unless the compiler is loaded already (then
+    both are set, as torch does) or this torch lacks the setter.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def _to_device(arrays: dict[str, np.ndarray], device: torch.device, pin: bool) -> dict[str, torch.Tensor]:
@@ -178,7 +198,21 @@ def _fused_adam_ok(module: nn.Module, device: torch.device) -> bool:
     return device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in module.parameters())
 
 
-def _clip_and_step(optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
+def _make_optimizer(module: nn.Module, device: torch.device, cfg: TrainingConfig, scaler: Any) -> Optimizer:
+    """Adam over ``module``'s parameters.
+
+    :class:`~geovae.training.fused_adam.FusedAdam` where the fused kernel applies and no gradient
+    scaler is used (the same updates as ``torch.optim.Adam(fused=True)``, without importing
+    ``torch._dynamo`` in every training process); else ``torch.optim.Adam``, which
+    :class:`torch.amp.GradScaler` drives.
+    """
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "eps": cfg.adam_eps}
+    if scaler is None and _fused_adam_ok(module, device):
+        return FusedAdam(module.parameters(), **kwargs)
+    return torch.optim.Adam(module.parameters(), fused=_fused_adam_ok(module, device), **kwargs)
+
+
+def _clip_and_step(optimizer: Optimizer, grad_clip: float | None) -> None:
     """Clip the global gradient norm to ``grad_clip`` (None: no clipping) and take an optimizer step.
 
     With a fused optimizer the clipping factor is handed to the fused kernel as its
@@ -236,7 +270,7 @@ def _run_epoch(
     batch_size: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Optimizer | None = None,
     scaler: Any = None,
     grad_clip: float | None = None,
 ) -> dict[str, float]:
@@ -352,8 +386,7 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         log.warning("only %d training cells, fewer than batch_size=%d: every step uses all of them",
                     len(train_idx), cfg.batch_size)
     module.to(device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
-                                 fused=_fused_adam_ok(module, device))
+    optimizer = _make_optimizer(module, device, cfg, scaler)
     loop = _LoopState(module, optimizer, scaler, np.random.default_rng(cfg.seed + 1), cfg.lr,
                       fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key))
     st = loop.st
@@ -418,7 +451,7 @@ class _LoopState:
     """What a checkpoint holds besides the configuration: loop counters and history (``st``), weights,
     optimizer, gradient scaler and random generators."""
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, rng: np.random.Generator,
+    def __init__(self, module: nn.Module, optimizer: Optimizer, scaler: Any, rng: np.random.Generator,
                  lr: float, run_hash: str) -> None:
         self.module, self.optimizer, self.scaler, self.rng, self.run_hash = module, optimizer, scaler, rng, run_hash
         self.st: dict[str, Any] = {"epoch": 0, "rows": [], "best_loss": np.inf, "best_epoch": 0, "best_state": None,
@@ -432,7 +465,9 @@ class _LoopState:
 
     def restore(self, snap: dict[str, Any]) -> None:
         self.module.load_state_dict(snap["module"])
-        self.optimizer.load_state_dict(snap["optimizer"])
+        # a copy: torch's load_state_dict keeps tensors that need no cast, and the steps that follow
+        # would change the snapshot in place (a second restart from it would not start from it)
+        self.optimizer.load_state_dict(clone_state(snap["optimizer"]))
         if self.scaler is not None and snap.get("scaler"):
             self.scaler.load_state_dict(snap["scaler"])
         restore_rng(snap["rng"], self.rng)
@@ -447,7 +482,7 @@ class _LoopState:
 
 def _epoch(module: nn.Module, data: BatchSource, order: np.ndarray, val_idx: np.ndarray, epoch: int,
            cfg: TrainingConfig, device: torch.device, amp_dtype: torch.dtype | None,
-           optimizer: torch.optim.Optimizer, scaler: Any) -> tuple[dict[str, float], float]:
+           optimizer: Optimizer, scaler: Any) -> tuple[dict[str, float], float]:
     """One training epoch over ``order`` and one validation pass: the history row and the monitored loss."""
     row: dict[str, float] = {"epoch": epoch}
     if hasattr(module, "on_epoch_start"):  # annealing schedules (capacity, warm-up)
