@@ -221,3 +221,33 @@ def test_livae_resume_and_hyperparameter_change(tmp_path, monkeypatch):
     other = LiVAE(adata, hidden_dim=16, lorentz_weight=1.0)
     other.train(checkpoint_dir=tmp_path, **kw)
     assert other.metadata["resumed_from_epoch"] is None
+
+
+@pytest.mark.parametrize("kind", ["torch", "geovae"])  # torch.optim.Adam / geovae's FusedAdam
+def test_steps_after_a_restore_leave_the_snapshot_unchanged(kind):
+    """A divergence restart restores the last snapshot; a second restart from the same snapshot must
+    find it as it was (torch's load_state_dict keeps tensors that need no cast, so the loop copies)."""
+    from geovae.training.checkpoint import clone_state
+    from geovae.training.fused_adam import FusedAdam
+    from geovae.training.trainer import _LoopState
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2)
+    opt = FusedAdam(module.parameters(), lr=0.1) if kind == "geovae" else torch.optim.Adam(module.parameters(), lr=0.1)
+
+    def step() -> None:
+        opt.zero_grad()
+        module(torch.randn(4, 3)).pow(2).sum().backward()
+        opt.step()
+
+    step()
+    loop = _LoopState(module, opt, None, np.random.default_rng(0), 0.1, "run")
+    snap = loop.snapshot()
+    before = clone_state(snap["optimizer"]["state"])
+    loop.restore(snap)
+    for _ in range(3):
+        step()
+    after = snap["optimizer"]["state"]
+    for pid, entry in before.items():
+        for name, tensor in entry.items():
+            assert torch.equal(after[pid][name], tensor), (pid, name)
