@@ -28,7 +28,7 @@ def _run(opt, params, steps: range, scales: dict[int, float] | None = None) -> N
     for step in steps:
         for p, grad in zip(params, _grads(params, step)):
             p.grad = None if grad is None else grad.clone()
-        opt.grad_scale = torch.tensor((scales or {}).get(step, 1.0)) if scales and step in scales else None
+        opt.grad_scale = torch.tensor(scales[step]) if scales and step in scales else None
         opt.step()
         opt.grad_scale = None
         opt.zero_grad(set_to_none=True)
@@ -54,7 +54,8 @@ def test_state_dict_loads_both_ways_and_continues_identically() -> None:
     assert sorted(saved["state"]) == [0, 1, 2, 3]
     assert saved["param_groups"][0]["params"] == [0, 1, 2, 3] and saved["param_groups"][0]["fused"] is True
 
-    ours, theirs = [p.detach().clone().requires_grad_() for p in base], [p.detach().clone().requires_grad_() for p in base]
+    ours = [p.detach().clone().requires_grad_() for p in base]
+    theirs = [p.detach().clone().requires_grad_() for p in base]
     torch_opt = torch.optim.Adam(theirs, lr=0.02, fused=True)
     torch_opt.load_state_dict(saved)  # ours -> torch
     ours_opt = FusedAdam(ours, lr=0.5)
