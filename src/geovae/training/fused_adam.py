@@ -18,12 +18,17 @@ from typing import Any, Iterable
 
 import torch
 
-__all__ = ["FusedAdam"]
+__all__ = ["FusedAdam", "fused_kernel_takes"]
 
 #: Keys of a ``torch.optim.Adam`` parameter group besides ``params`` (fixed values: what the
 #: fused kernel implements here), so that ``state_dict`` round-trips with torch's class.
 _TORCH_GROUP_FLAGS = {"amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
                       "differentiable": False, "fused": True, "decoupled_weight_decay": False}
+
+
+def fused_kernel_takes(p: torch.Tensor) -> bool:
+    """Whether torch's fused Adam kernel updates ``p``: a floating-point tensor on CPU or CUDA."""
+    return p.is_floating_point() and p.device.type in ("cpu", "cuda")
 
 
 class FusedAdam:
@@ -58,7 +63,7 @@ class FusedAdam:
         for group in groups:
             tensors = list(group["params"])
             for p in tensors:
-                if not (p.is_floating_point() and p.device.type in ("cpu", "cuda")):
+                if not fused_kernel_takes(p):
                     raise ValueError(f"FusedAdam needs floating-point tensors on CPU or CUDA, got {p.dtype} "
                                      f"on {p.device}")
             self.param_groups.append({**defaults, **{k: v for k, v in group.items() if k != "params"},

@@ -27,7 +27,7 @@ from ..nn.onednn_linear import matmul_backend
 from ..options import TrainingConfig, training_config
 from .checkpoint import capture_rng, clone_state, fingerprint, load_checkpoint, restore_rng, save_checkpoint
 from .data import AnnDataBatches
-from .fused_adam import FusedAdam
+from .fused_adam import FusedAdam, fused_kernel_takes
 
 __all__ = [
     "TrainingConfig",
@@ -193,12 +193,7 @@ def _to_device(arrays: dict[str, np.ndarray], device: torch.device, pin: bool) -
     return out
 
 
-def _fused_adam_ok(module: nn.Module, device: torch.device) -> bool:
-    """Whether Adam's fused kernel applies (float parameters on CPU/CUDA; ~3x faster step on CPU)."""
-    return device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in module.parameters())
-
-
-def _make_optimizer(module: nn.Module, device: torch.device, cfg: TrainingConfig, scaler: Any) -> Optimizer:
+def _make_optimizer(module: nn.Module, cfg: TrainingConfig, scaler: Any) -> Optimizer:
     """Adam over ``module``'s parameters.
 
     :class:`~geovae.training.fused_adam.FusedAdam` where the fused kernel applies and no gradient
@@ -207,9 +202,10 @@ def _make_optimizer(module: nn.Module, device: torch.device, cfg: TrainingConfig
     :class:`torch.amp.GradScaler` drives.
     """
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "eps": cfg.adam_eps}
-    if scaler is None and _fused_adam_ok(module, device):
+    fused = all(fused_kernel_takes(p) for p in module.parameters())  # ~3x faster step on the CPU
+    if scaler is None and fused:
         return FusedAdam(module.parameters(), **kwargs)
-    return torch.optim.Adam(module.parameters(), fused=_fused_adam_ok(module, device), **kwargs)
+    return torch.optim.Adam(module.parameters(), fused=fused, **kwargs)
 
 
 def _clip_and_step(optimizer: Optimizer, grad_clip: float | None) -> None:
@@ -386,7 +382,7 @@ def train_module(module: nn.Module, data: BatchSource, config: TrainingConfig | 
         log.warning("only %d training cells, fewer than batch_size=%d: every step uses all of them",
                     len(train_idx), cfg.batch_size)
     module.to(device)
-    optimizer = _make_optimizer(module, device, cfg, scaler)
+    optimizer = _make_optimizer(module, cfg, scaler)  # after module.to(device): its parameters' devices
     loop = _LoopState(module, optimizer, scaler, np.random.default_rng(cfg.seed + 1), cfg.lr,
                       fingerprint(module, _hashed_settings(cfg, device), data.n_obs, cfg.checkpoint_key))
     st = loop.st
